@@ -1,0 +1,1 @@
+"""multidb role ``analytics``: analytics and reporting data."""

@@ -1,0 +1,1 @@
+"""multidb role default."""

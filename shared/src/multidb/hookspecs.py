@@ -1,0 +1,80 @@
+"""Every multidb hook, in one place.
+
+Role plugins are modules (or objects) registered through the ``multidb.roles`` entry-point
+group; each implements some of these hooks with ``@multidb.hookimpl``. A hook
+implementation may accept only some of the arguments named here. Hooks that get a
+``role`` argument are called for every plugin: an implementation answers for its own
+role and returns ``None`` for the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import asyncpg
+    from litestar.types import ControllerRouterHandler
+
+    from multidb.auth import Principal
+    from multidb.roles import RoleSpec
+    from multidb.wire import ExecuteVote
+
+hookspec = pluggy.HookspecMarker("multidb")
+
+Detail = Mapping[str, Any] | Awaitable[Mapping[str, Any] | None] | None
+
+
+@hookspec
+def multidb_role_spec() -> RoleSpec | None:  # type: ignore[empty-body]
+    """Declare a database role.
+
+    Called once when the plugin manager is built. Return the role's :class:`RoleSpec`
+    (name, database, models, metadata, migrations, pool defaults, port). Two plugins
+    declaring the same role name stop start-up with an error naming both.
+    """
+
+
+@hookspec
+def multidb_health_detail(role: str, connection: asyncpg.Connection) -> Detail:  # type: ignore[empty-body]
+    """Add fields to a role's health answer.
+
+    Called by the role's service on every ``GET /health`` once the database answered.
+    ``connection`` is an open asyncpg connection to the role's database (do not keep it).
+    Return a mapping (or an awaitable of one) whose keys are merged into the answer under
+    ``detail``, or ``None``.
+    """
+
+
+@hookspec
+def multidb_stats_detail(role: str, connection: asyncpg.Connection) -> Detail:  # type: ignore[empty-body]
+    """Add fields to a role's stats answer.
+
+    Called by the role's service on every ``GET /stats``; same contract as
+    ``multidb_health_detail``.
+    """
+
+
+@hookspec
+def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | None:  # type: ignore[empty-body]
+    """Add routes to a role's own service.
+
+    Called once when the role's service app is built. Return Litestar route handlers,
+    controllers or routers; they are mounted at the service's root and require the
+    ``db:read`` scope unless they declare guards of their own.
+    """
+
+
+@hookspec
+def multidb_execute_vote(  # type: ignore[empty-body]
+    role: str, query: str, params: Mapping[str, Any], read_only: bool, principal: Principal
+) -> ExecuteVote | None:
+    """Allow or refuse an execute request before it reaches the database.
+
+    Called for every ``POST /execute`` after authentication and before the statement is
+    prepared. Return ``ExecuteVote(allow=False, reason=...)`` to refuse (the caller gets
+    403 with the reason), ``ExecuteVote(allow=True)`` or ``None`` to let it pass. Any
+    refusal wins. A vote is advice on top of the database's own guards, never instead.
+    """

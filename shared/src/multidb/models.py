@@ -1,0 +1,18 @@
+"""What every role's models share: a naming convention, so migrations name constraints alike."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def role_metadata() -> MetaData:
+    """A fresh ``MetaData`` for one role: each role owns its own, never shared."""
+    return MetaData(naming_convention=NAMING_CONVENTION)

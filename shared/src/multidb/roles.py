@@ -1,0 +1,43 @@
+"""What a database role is: the spec a role plugin hands to the rest of the system."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+from sqlalchemy import MetaData
+
+
+class RoleSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the system needs to know about one database role.
+
+    A role plugin returns one of these from ``multidb_role_spec``. ``models`` are the
+    SQLAlchemy classes the role owns (routed to its database by default); ``metadata``
+    is the role's own ``MetaData`` (autogenerate sees only the role's tables);
+    ``migrations`` is the folder of the role's Alembic environment.
+    """
+
+    name: str
+    database: str
+    metadata: MetaData
+    models: tuple[type, ...]
+    migrations: Path
+    port: int
+    pool_size: int = 5
+    max_overflow: int = 10
+    env_prefix: str = ""
+    env_database_key: str = "DATABASE"
+
+    @property
+    def prefix(self) -> str:
+        """Environment prefix of the role's variables (``MULTI_DB_<ROLE>_`` unless set)."""
+        return self.env_prefix or f"MULTI_DB_{self.name.upper()}_"
+
+    @property
+    def version_table(self) -> str:
+        """Alembic version table of the role: one per role, so roles may share a database."""
+        return f"alembic_version_{self.name}"
+
+    @property
+    def model_names(self) -> list[str]:
+        return [model.__name__ for model in self.models]

@@ -1,0 +1,1 @@
+"""Role-service app factory."""

@@ -1,0 +1,183 @@
+"""Settings from the environment (and an optional ``.env``), parsed once into frozen Structs.
+
+Variable names are the spec's: ``DB_HOST DB_PORT DB_USERNAME DB_PASSWORD DB_NAME`` (plus
+``DB_POOL_SIZE DB_MAX_OVERFLOW DB_ECHO``) for ``default``, and
+``MULTI_DB_<ROLE>_HOST/PORT/USERNAME/PASSWORD/DATABASE/POOL_SIZE/MAX_OVERFLOW/ECHO`` for
+every other role. A role is configured when its ``HOST`` is set; otherwise it is absent.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from dotenv import dotenv_values
+from sqlalchemy.engine import URL
+
+from multidb.roles import RoleSpec
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+DB_FIELDS = (
+    "host",
+    "port",
+    "username",
+    "password",
+    "database",
+    "pool_size",
+    "max_overflow",
+    "echo",
+)
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where one role's database is and how to pool connections to it."""
+
+    host: str
+    database: str
+    port: Port = 5432
+    username: str = "postgres"
+    password: str = ""
+    pool_size: Positive = 5
+    max_overflow: NonNegative = 10
+    echo: bool = False
+
+    def __repr__(self) -> str:
+        # The password never reaches a repr, so it never reaches a log line or a traceback.
+        return f"DatabaseSettings({self.display_url})"
+
+    def url(self, drivername: str = "postgresql+asyncpg") -> URL:
+        return URL.create(
+            drivername,
+            username=self.username,
+            password=self.password or None,
+            host=self.host,
+            port=self.port,
+            database=self.database,
+        )
+
+    @property
+    def display_url(self) -> str:
+        """``postgresql://user:***@host:port/db``: safe to show anywhere."""
+        return self.url("postgresql").render_as_string(hide_password=True)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything a multidb process reads from its environment."""
+
+    databases: dict[str, DatabaseSettings]
+    routing: dict[str, str] = msgspec.field(default_factory=dict)
+    execute_timeout_ms: Positive = 5000
+    execute_max_rows: Positive = 1000
+    health_timeout_ms: Positive = 2000
+    jwt_secret: str = ""
+    api_keys: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Settings(databases={sorted(self.databases)}, routing={self.routing})"
+
+
+# Process-wide knobs: (variable, Settings field).
+GLOBAL_VARIABLES = (
+    ("MULTI_DB_EXECUTE_TIMEOUT_MS", "execute_timeout_ms"),
+    ("MULTI_DB_EXECUTE_MAX_ROWS", "execute_max_rows"),
+    ("MULTI_DB_HEALTH_TIMEOUT_MS", "health_timeout_ms"),
+    ("JWT_SECRET", "jwt_secret"),
+)
+
+
+def variable_name(spec: RoleSpec, field: str) -> str:
+    """The environment variable that sets ``field`` of ``spec``'s database settings."""
+    suffix = spec.env_database_key if field == "database" else field.upper()
+    return f"{spec.prefix}{suffix}"
+
+
+def _convert(raw: Mapping[str, Any], target: type[Any], names: Mapping[str, str]) -> Any:
+    try:
+        return msgspec.convert(raw, target, strict=False)
+    except msgspec.ValidationError as exc:
+        # msgspec says "... - at `$.port`"; name the environment variable instead.
+        message, _, where = str(exc).rpartition(" - at `$.")
+        field = where.rstrip("`").split(".")[0].split("[")[0]
+        name = names.get(field)
+        if name is None or not message:
+            raise SettingsError(str(exc)) from None
+        value = raw.get(field)
+        shown = "" if value is None or field in {"password", "jwt_secret"} else f" (got {value!r})"
+        raise SettingsError(f"{name}: {message[0].lower()}{message[1:]}{shown}") from None
+
+
+def _database_settings(spec: RoleSpec, env: Mapping[str, str]) -> DatabaseSettings | None:
+    names = {field: variable_name(spec, field) for field in DB_FIELDS}
+    raw: dict[str, Any] = {
+        field: env[name] for field, name in names.items() if env.get(name, "") != ""
+    }
+    if "host" not in raw:
+        return None
+    raw.setdefault("database", spec.database)
+    raw.setdefault("pool_size", spec.pool_size)
+    raw.setdefault("max_overflow", spec.max_overflow)
+    result: DatabaseSettings = _convert(raw, DatabaseSettings, names)
+    return result
+
+
+def _routing(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> dict[str, str]:
+    text = env.get("MULTI_DB_ROUTING", "").strip()
+    if not text:
+        return {}
+    try:
+        routing = msgspec.json.decode(text, type=dict[str, str])
+    except msgspec.DecodeError as exc:
+        msg = f'MULTI_DB_ROUTING: must be a JSON object like {{"Model": "role"}} ({exc})'
+        raise SettingsError(msg) from None
+    for model, role in routing.items():
+        if role not in roles:
+            known = ", ".join(roles) or "none"
+            msg = f"MULTI_DB_ROUTING: model {model!r} is routed to unknown role {role!r} (known: {known})"
+            raise SettingsError(msg)
+    return routing
+
+
+def load_settings(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> Settings:
+    """Parse ``env`` into :class:`Settings` for ``roles``; raise :class:`SettingsError`."""
+    databases = {}
+    for name, spec in roles.items():
+        database = _database_settings(spec, env)
+        if database is not None:
+            databases[name] = database
+    raw: dict[str, Any] = {
+        field: env[var] for var, field in GLOBAL_VARIABLES if env.get(var, "") != ""
+    }
+    raw["databases"] = databases
+    raw["routing"] = _routing(env, roles)
+    raw["api_keys"] = [key.strip() for key in env.get("API_KEYS", "").split(",") if key.strip()]
+    result: Settings = _convert(raw, Settings, {field: var for var, field in GLOBAL_VARIABLES})
+    return result
+
+
+def read_environment(env_file: str | Path | None = None) -> dict[str, str]:
+    """The process environment over the ``.env`` file (``MULTI_DB_ENV_FILE`` or ``./.env``)."""
+    path = Path(env_file or os.environ.get("MULTI_DB_ENV_FILE") or ".env")
+    values = (
+        {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    )
+    values.update(os.environ)
+    return values
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment and ``.env``."""
+    from multidb.plugins import get_roles
+
+    return load_settings(read_environment(), get_roles())
