@@ -1,0 +1,82 @@
+"""Domain errors every part maps to HTTP problems; messages are safe to show to a caller."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from sqlalchemy.exc import DBAPIError
+
+
+class MultiDBError(Exception):
+    """An error with an HTTP status and a message a person understands."""
+
+    status_code = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str, **extra: object) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class BadRequestError(MultiDBError):
+    status_code = 400
+    title = "Bad request"
+
+
+class SQLError(MultiDBError):
+    status_code = 400
+    title = "SQL error"
+
+
+class ForbiddenError(MultiDBError):
+    status_code = 403
+    title = "Forbidden"
+
+
+class NotFoundError(MultiDBError):
+    status_code = 404
+    title = "Not found"
+
+
+class DatabaseUnavailableError(MultiDBError):
+    status_code = 503
+    title = "Database unavailable"
+
+
+class TimeoutExceededError(MultiDBError):
+    status_code = 504
+    title = "Timed out"
+
+
+# Exceptions that mean "the database cannot be reached", not "your SQL is wrong".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InvalidPasswordError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+def describe(exc: BaseException, timeout_ms: int | None = None) -> str:
+    """A one-line, secret-free description of why a database call failed."""
+    if isinstance(exc, DBAPIError):  # SQLAlchemy wraps the driver's error: describe that one
+        exc = exc.orig.__cause__ or exc.orig if exc.orig is not None else exc
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return f"timed out after {timeout_ms} ms" if timeout_ms else "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError):
+        return f"cannot connect: {exc.strerror or type(exc).__name__}"
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"{exc.sqlstate}: {exc.args[0] if exc.args else type(exc).__name__}"
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.ConnectionDoesNotExistError):
+        return f"connection lost: {exc}"
+    return type(exc).__name__

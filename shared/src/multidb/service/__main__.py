@@ -1,0 +1,43 @@
+"""Run one role's service: ``python -m multidb.service <role> [--host H] [--port P]``.
+
+The port defaults to ``MULTI_DB_<ROLE>_SERVICE_PORT``, else the role's default port.
+Bad settings stop start-up with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import uvicorn
+
+from multidb.plugins import get_roles
+from multidb.service.app import create_role_app
+from multidb.settings import SettingsError, get_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    roles = get_roles()
+    parser = argparse.ArgumentParser(prog="python -m multidb.service", description=__doc__)
+    parser.add_argument("role", choices=list(roles))
+    parser.add_argument("--host", default=os.environ.get("MULTI_DB_SERVICE_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    spec = roles[args.role]
+    try:
+        settings = get_settings()
+        if args.role not in settings.databases:
+            msg = f"role {args.role!r} has no database configured: set {spec.prefix}HOST"
+            raise SettingsError(msg)
+        port = args.port or int(os.environ.get(f"MULTI_DB_{spec.name.upper()}_SERVICE_PORT", spec.port))
+    except (SettingsError, ValueError) as exc:
+        print(f"multidb {args.role}: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    app = create_role_app(args.role, settings)
+    uvicorn.run(app, host=args.host, port=port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The role-service app factory: one Litestar app per database role."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Router
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+
+from multidb import auth
+from multidb.migrations import head_revision
+from multidb.plugins import get_plugin_manager, get_roles
+from multidb.router import DatabaseRouter
+from multidb.service.handlers import ROUTES
+from multidb.service.problems import problem_details_plugin
+from multidb.service.runtime import RoleRuntime, running
+from multidb.settings import Settings, SettingsError, get_settings
+
+UNAUTHENTICATED_PATHS = ["^/schema"]
+
+
+def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
+    """A Litestar app serving ``role``'s database.
+
+    Building the app loads the role plugins but opens no connection and reads no
+    environment: settings are read (unless given) and pools created at start-up.
+    """
+    plugins = get_plugin_manager()
+    spec = get_roles()[role]
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        current = settings or get_settings()
+        database = current.databases.get(role)
+        if database is None:
+            msg = f"role {role!r} has no database configured: set {spec.prefix}HOST"
+            raise SettingsError(msg)
+        app.state.authenticator = auth.Authenticator(current.jwt_secret, current.api_keys)
+        app.state.router = DatabaseRouter(get_roles(), current.routing)
+        app.state.head_revision = head_revision(spec)
+        runtime = RoleRuntime(spec, database, current, plugins)
+        app.state.runtime = runtime
+        async with running(runtime):
+            yield
+
+    extra = [handler for found in plugins.hook.multidb_service_routes(role=role) for handler in found or ()]
+    handlers: list[object] = list(ROUTES)
+    if extra:
+        handlers.append(Router(path="/", route_handlers=extra, guards=[auth.requires(auth.READ)]))
+    return Litestar(
+        route_handlers=handlers,  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        middleware=[DefineMiddleware(auth.AuthenticationMiddleware, exclude=UNAUTHENTICATED_PATHS)],
+        plugins=[problem_details_plugin()],
+        openapi_config=OpenAPIConfig(title=f"multidb {role} service", version="0.1.0", path="/schema"),
+    )

@@ -1,0 +1,106 @@
+"""The role service's routes: thin handlers over the runtime and plain functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+
+from multidb import auth
+from multidb.errors import ForbiddenError
+from multidb.execute import ExecuteLimits, execute
+from multidb.service.runtime import RoleRuntime
+from multidb.wire import (
+    HEALTHY,
+    UNHEALTHY,
+    BackupInfo,
+    ExecuteRequest,
+    ExecuteResult,
+    HealthReport,
+    ModelsReport,
+    Readiness,
+    StatsReport,
+)
+
+NO_AUTH = {"exclude_from_auth": True}
+
+
+def _runtime(state: State) -> RoleRuntime:
+    runtime: RoleRuntime = state.runtime
+    return runtime
+
+
+@get("/livez", opt=NO_AUTH, tags=["probes"])
+async def livez() -> dict[str, str]:
+    """The process answers: checks no dependency, so a slow database never restarts it."""
+    return {"status": "alive"}
+
+
+@get("/readyz", opt=NO_AUTH, tags=["probes"])
+async def readyz(state: State) -> Response[Readiness]:
+    """Ready when the database answers and its migrations are at head."""
+    runtime = _runtime(state)
+    revision, error = await runtime.revision()
+    head = state.head_revision
+    ready = error is None and revision == head
+    if error is None and not ready:
+        error = f"migrations not at head (database at {revision or 'none'}, head is {head})"
+    body = Readiness(
+        status="ready" if ready else "not ready", database=runtime.spec.name,
+        revision=revision, head=head, error=error,
+    )
+    return Response(body, status_code=200 if ready else 503)
+
+
+@get("/health", guards=[auth.requires(auth.READ)], tags=["database"])
+async def health(state: State) -> Response[HealthReport]:
+    """The spec's health answer; 200 when healthy, 503 (same body, with ``error``) when not."""
+    report = await _runtime(state).health()
+    return Response(report, status_code=200 if report.status == HEALTHY else 503)
+
+
+@get("/stats", guards=[auth.requires(auth.READ)], tags=["database"])
+async def stats(state: State) -> Response[StatsReport]:
+    """The spec's statistics; 503 with ``status: unavailable`` when the database is down."""
+    report = await _runtime(state).stats()
+    return Response(report, status_code=200 if report.error is None else 503)
+
+
+@get("/models", guards=[auth.requires(auth.READ)], tags=["database"])
+async def models(state: State) -> ModelsReport:
+    role = _runtime(state).spec.name
+    return ModelsReport(database=role, models=state.router.get_models_for_database(role))
+
+
+@get("/backup/info", guards=[auth.requires(auth.ADMIN)], tags=["database"])
+async def backup_info(state: State) -> BackupInfo:
+    """Where the data lives; the url is redacted and the password never shown."""
+    database = _runtime(state).database
+    return BackupInfo(
+        host=database.host, port=database.port, database=database.database,
+        username=database.username, url=database.display_url,
+    )
+
+
+@post("/execute", guards=[auth.requires(auth.EXECUTE)], status_code=200, tags=["database"])
+async def execute_query(data: ExecuteRequest, request: Request[auth.Principal, Any, Any], state: State) -> ExecuteResult:
+    """Run one statement, read-only unless the caller holds ``db:write`` and asks to write."""
+    runtime = _runtime(state)
+    principal = request.user
+    if not data.read_only and auth.WRITE not in principal.scopes:
+        raise ForbiddenError("read_only: false needs the 'db:write' scope")
+    votes = runtime.plugins.hook.multidb_execute_vote(
+        role=runtime.spec.name, query=data.query, params=data.params,
+        read_only=data.read_only, principal=principal,
+    )
+    refusals = [vote.reason or "refused by a plugin" for vote in votes if vote and not vote.allow]
+    if refusals:
+        raise ForbiddenError("; ".join(refusals))
+    settings = runtime.settings
+    limits = ExecuteLimits(timeout_ms=settings.execute_timeout_ms, max_rows=settings.execute_max_rows)
+    pool = await runtime.execute_pool(read_only=data.read_only)
+    return await execute(pool, runtime.spec.name, data, limits)
+
+
+ROUTES = [livez, readyz, health, stats, models, backup_info, execute_query]

@@ -1,0 +1,155 @@
+"""What a role service holds while it runs: pools, execute logins, the size sample."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+import asyncpg
+import msgspec
+import pluggy
+
+from multidb import probes
+from multidb.errors import CONNECTION_ERRORS, DatabaseUnavailableError, describe
+from multidb.execute_logins import ExecuteLogin, provision_execute_logins
+from multidb.roles import RoleSpec
+from multidb.settings import DatabaseSettings, Settings
+
+log = logging.getLogger("multidb.service")
+
+SIZE_REFRESH_S = 30.0
+ADMIN_POOL_SIZE = 2
+
+
+def _json_text(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+async def _init_execute_connection(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(
+            kind, schema="pg_catalog", encoder=_json_text, decoder=msgspec.json.decode
+        )
+
+
+def _pool(database: DatabaseSettings, user: str, password: str, size: int, **extra: Any) -> asyncpg.Pool:
+    # min_size=0: creating the pool opens nothing, so a service starts with its database down.
+    return asyncpg.create_pool(
+        host=database.host, port=database.port, database=database.database,
+        user=user, password=password or None, min_size=0, max_size=size,
+        timeout=10, command_timeout=None, **extra,
+    )
+
+
+class RoleRuntime:
+    """One role's live resources inside its service."""
+
+    def __init__(self, spec: RoleSpec, database: DatabaseSettings, settings: Settings,
+                 plugins: pluggy.PluginManager) -> None:
+        self.spec = spec
+        self.database = database
+        self.settings = settings
+        self.plugins = plugins
+        self.admin = _pool(database, database.username, database.password, ADMIN_POOL_SIZE)
+        self._execute_pools: dict[bool, asyncpg.Pool] = {}
+        self._provision_lock = asyncio.Lock()
+        self.size: probes.SizeSample | None = None
+        self._size_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.admin
+        self._size_task = asyncio.create_task(self._refresh_size(), name="multidb-size-sample")
+        try:
+            await self.execute_pool(read_only=True)
+        except DatabaseUnavailableError as exc:
+            log.warning("role %s: execute logins not ready yet: %s", self.spec.name, exc.detail)
+
+    async def stop(self) -> None:
+        if self._size_task:
+            self._size_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._size_task
+        pools = [self.admin, *self._execute_pools.values()]
+        await asyncio.gather(*(pool.close() for pool in pools), return_exceptions=True)
+
+    async def _refresh_size(self) -> None:
+        while True:
+            try:
+                async with self.admin.acquire() as conn:
+                    self.size = await probes.sample_size(conn)
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                log.info("role %s: size sample failed: %s", self.spec.name, describe(exc))
+            await asyncio.sleep(SIZE_REFRESH_S)
+
+    async def execute_pool(self, *, read_only: bool) -> asyncpg.Pool:
+        """The pool of the reader (or writer) login, provisioned on first use."""
+        pool = self._execute_pools.get(read_only)
+        if pool is not None:
+            return pool
+        async with self._provision_lock:
+            if read_only not in self._execute_pools:
+                try:
+                    async with asyncio.timeout(self.settings.health_timeout_ms / 1000):
+                        async with self.admin.acquire() as conn:
+                            logins = await provision_execute_logins(conn, self.database)
+                except (TimeoutError, *CONNECTION_ERRORS) as exc:
+                    timeout = self.settings.health_timeout_ms
+                    msg = f"database {self.spec.name!r} is unavailable: {describe(exc, timeout)}"
+                    raise DatabaseUnavailableError(msg) from None
+                for flag, login in ((True, logins.reader), (False, logins.writer)):
+                    self._execute_pools[flag] = await self._login_pool(login, writer=not flag)
+        return self._execute_pools[read_only]
+
+    async def _login_pool(self, login: ExecuteLogin, *, writer: bool) -> asyncpg.Pool:
+        size = max(2, self.database.pool_size // 2) if writer else self.database.pool_size
+        pool: asyncpg.Pool = await _pool(
+            self.database, login.username, login.password, size, init=_init_execute_connection
+        )
+        return pool
+
+    def admin_connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        acquired: contextlib.AbstractAsyncContextManager[asyncpg.Connection] = self.admin.acquire()
+        return acquired
+
+    async def revision(self) -> tuple[str | None, str | None]:
+        """The role's migration revision in its database, or why it could not be read."""
+        timeout = self.settings.health_timeout_ms
+        table = self.spec.version_table
+        try:
+            async with asyncio.timeout(timeout / 1000), self.admin.acquire() as conn:
+                if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+                    return None, None
+                revision: str | None = await conn.fetchval(f'SELECT version_num FROM "{table}"')
+        except Exception as exc:  # noqa: BLE001 - not ready, and why
+            return None, describe(exc, timeout)
+        return revision, None
+
+    async def _detail(self, hook: str, conn: asyncpg.Connection) -> dict[str, Any] | None:
+        caller = getattr(self.plugins.hook, hook)
+        return await probes.merged_detail(caller(role=self.spec.name, connection=conn))
+
+    async def health(self) -> Any:
+        return await probes.check_health(
+            self.spec.name, self.admin_connection, self.settings.health_timeout_ms,
+            partial(self._detail, "multidb_health_detail"),
+        )
+
+    async def stats(self) -> Any:
+        report, self.size = await probes.collect_stats(
+            self.spec.name, self.admin_connection, self.settings.health_timeout_ms, self.size,
+            partial(self._detail, "multidb_stats_detail"),
+        )
+        return report
+
+
+@contextlib.asynccontextmanager
+async def running(runtime: RoleRuntime) -> AsyncIterator[RoleRuntime]:
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()

@@ -1,0 +1,92 @@
+"""Wire types: the bodies services and the gateway send and receive.
+
+Field names follow the spec (``database``, ``status``, ``test_query``, ...); fields may be
+added, none renamed. ``omit_defaults`` keeps optional fields (``error``, ``detail``) out of
+an answer that has nothing to say in them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+HEALTHY = "healthy"
+UNHEALTHY = "unhealthy"
+AVAILABLE = "available"
+UNAVAILABLE = "unavailable"
+
+
+class HealthReport(msgspec.Struct, kw_only=True, omit_defaults=True):
+    database: str
+    status: str
+    test_query: int | None = None
+    database_name: str | None = None
+    version: str | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+class StatsReport(msgspec.Struct, kw_only=True, omit_defaults=True):
+    database: str
+    status: str
+    table_count: int | None = None
+    database_size: str | None = None
+    database_size_bytes: int | None = None
+    database_size_age_s: float | None = None
+    connections: int | None = None
+    commits: int | None = None
+    rollbacks: int | None = None
+    cache_hit_ratio: float | None = None
+    error: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+class ModelsReport(msgspec.Struct, kw_only=True):
+    database: str
+    models: list[str]
+
+
+class BackupInfo(msgspec.Struct, kw_only=True):
+    """Where a role's data lives: never the password (the url is redacted)."""
+
+    host: str
+    port: int
+    database: str
+    username: str
+    url: str
+
+
+class ExecuteRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    query: str
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    read_only: bool = True
+
+
+class ExecuteResult(msgspec.Struct, kw_only=True):
+    database: str
+    query: str
+    params: dict[str, Any]
+    result: list[list[Any]]
+    columns: list[str]
+    row_count: int
+    truncated: bool
+    duration_ms: float
+    read_only: bool
+    status: str | None = None
+
+
+class ExecuteVote(msgspec.Struct, frozen=True, kw_only=True):
+    """A plugin's verdict on an execute request (see ``multidb_execute_vote``)."""
+
+    allow: bool
+    reason: str = ""
+
+
+class Readiness(msgspec.Struct, kw_only=True, omit_defaults=True):
+    status: str
+    database: str
+    revision: str | None = None
+    head: str | None = None
+    error: str | None = None

@@ -1,0 +1,94 @@
+"""Test fixtures: real PostgreSQL (embedded, or the servers the environment names)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from multidb import migrations
+from multidb.auth import mint_token
+from multidb.embedded import EmbeddedPostgres
+from multidb.plugins import get_roles
+from multidb.roles import RoleSpec
+from multidb.service import create_role_app
+from multidb.settings import Settings, load_settings, read_environment
+
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "test-api-key-0123456789"
+JWT_SECRET = "test-jwt-secret-with-enough-length-for-hs256"
+BUILTIN_ROLES = ["default", "analytics", "logging", "archive"]
+
+
+def _named_servers() -> dict[str, str] | None:
+    env = read_environment()
+    return env if env.get("DB_HOST") else None
+
+
+@pytest.fixture(scope="session")
+def roles() -> dict[str, RoleSpec]:
+    return get_roles()
+
+
+@pytest.fixture(scope="session")
+def embedded() -> Iterator[EmbeddedPostgres | None]:
+    """The embedded cluster of the test run (None when the environment names servers)."""
+    if _named_servers() is not None:
+        yield None
+        return
+    server = EmbeddedPostgres(ROOT / ".data" / "test-pg")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_env(embedded: EmbeddedPostgres | None, roles: dict[str, RoleSpec]) -> dict[str, str]:
+    """The spec's variables pointing every role at a real, migrated database."""
+    if embedded is None:
+        env = _named_servers() or {}
+    else:
+        asyncio.run(embedded.create_databases(spec.database for spec in roles.values()))
+        env = embedded.environment(roles)
+    settings = load_settings(env, roles)
+    for name, spec in roles.items():
+        migrations.upgrade(spec, "head", settings.databases[name])
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(database_env: dict[str, str], roles: dict[str, RoleSpec]) -> Settings:
+    env = {**database_env, "API_KEYS": API_KEY, "JWT_SECRET": JWT_SECRET,
+           "MULTI_DB_EXECUTE_TIMEOUT_MS": "1500", "MULTI_DB_EXECUTE_MAX_ROWS": "50"}
+    return load_settings(env, roles)
+
+
+def token(*scopes: str, secret: str = JWT_SECRET, lifetime_s: int = 300) -> str:
+    return mint_token(secret, "tester", scopes, lifetime_s)
+
+
+def bearer(*scopes: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(*scopes)}"}
+
+
+ADMIN = {"X-API-Key": API_KEY}
+
+
+@pytest.fixture
+async def service_client(settings: Settings) -> AsyncIterator[object]:
+    """A factory: ``async with service_client("analytics") as client`` (real app, real DB)."""
+
+    def open_client(role: str, override: Settings | None = None) -> AsyncTestClient:  # type: ignore[type-arg]
+        return AsyncTestClient(app=create_role_app(role, override or settings))
+
+    yield open_client
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests pass settings explicitly; a developer's .env must not leak into them.
+    monkeypatch.setenv("MULTI_DB_ENV_FILE", os.devnull)
