@@ -62,8 +62,13 @@ def database_env(embedded: EmbeddedPostgres | None, roles: dict[str, RoleSpec]) 
 
 @pytest.fixture(scope="session")
 def settings(database_env: dict[str, str], roles: dict[str, RoleSpec]) -> Settings:
-    env = {**database_env, "API_KEYS": API_KEY, "JWT_SECRET": JWT_SECRET,
-           "MULTI_DB_EXECUTE_TIMEOUT_MS": "1500", "MULTI_DB_EXECUTE_MAX_ROWS": "50"}
+    env = {
+        **database_env,
+        "API_KEYS": API_KEY,
+        "JWT_SECRET": JWT_SECRET,
+        "MULTI_DB_EXECUTE_TIMEOUT_MS": "1500",
+        "MULTI_DB_EXECUTE_MAX_ROWS": "50",
+    }
     return load_settings(env, roles)
 
 

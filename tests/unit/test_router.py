@@ -53,10 +53,19 @@ def test_models_by_database_matches_the_spec() -> None:
     router.add_model_to_database(YourNewModel, "analytics")
     by_database = router.models_by_database()
     assert by_database["default"] == [
-        "User", "People", "Media", "IdentityDocument", "AuditLog", "OCRJob", "Mediable",
+        "User",
+        "People",
+        "Media",
+        "IdentityDocument",
+        "AuditLog",
+        "OCRJob",
+        "Mediable",
     ]
     assert by_database["analytics"] == [
-        "AnalyticsEvent", "UserActivity", "SystemMetrics", "YourNewModel",
+        "AnalyticsEvent",
+        "UserActivity",
+        "SystemMetrics",
+        "YourNewModel",
     ]
     assert by_database["logging"] == ["ApplicationLog", "ErrorLog", "AccessLog"]
     assert by_database["archive"] == ["ArchivedMedia", "ArchivedPeople", "ArchivedUser"]

@@ -13,13 +13,20 @@ from multidb.settings import DatabaseSettings, SettingsError, load_settings, rea
 ROLES = get_roles()
 
 SPEC_ENV = {
-    "DB_HOST": "localhost", "DB_PORT": "5432", "DB_USERNAME": "postgres",
-    "DB_PASSWORD": "s3cret-pw", "DB_NAME": "ocr_identity_db",
-    "MULTI_DB_ANALYTICS_HOST": "localhost", "MULTI_DB_ANALYTICS_PORT": "5433",
-    "MULTI_DB_ANALYTICS_USERNAME": "postgres", "MULTI_DB_ANALYTICS_PASSWORD": "postgres",
+    "DB_HOST": "localhost",
+    "DB_PORT": "5432",
+    "DB_USERNAME": "postgres",
+    "DB_PASSWORD": "s3cret-pw",
+    "DB_NAME": "ocr_identity_db",
+    "MULTI_DB_ANALYTICS_HOST": "localhost",
+    "MULTI_DB_ANALYTICS_PORT": "5433",
+    "MULTI_DB_ANALYTICS_USERNAME": "postgres",
+    "MULTI_DB_ANALYTICS_PASSWORD": "postgres",
     "MULTI_DB_ANALYTICS_DATABASE": "ocr_analytics_db",
-    "MULTI_DB_LOGGING_HOST": "localhost", "MULTI_DB_LOGGING_PORT": "5434",
-    "MULTI_DB_ARCHIVE_HOST": "localhost", "MULTI_DB_ARCHIVE_PORT": "5435",
+    "MULTI_DB_LOGGING_HOST": "localhost",
+    "MULTI_DB_LOGGING_PORT": "5434",
+    "MULTI_DB_ARCHIVE_HOST": "localhost",
+    "MULTI_DB_ARCHIVE_PORT": "5435",
 }
 
 
@@ -28,7 +35,10 @@ def test_spec_example_environment_configures_every_role() -> None:
     assert list(settings.databases) == ["default", "analytics", "logging", "archive"]
     default = settings.databases["default"]
     assert (default.host, default.port, default.username, default.database) == (
-        "localhost", 5432, "postgres", "ocr_identity_db",
+        "localhost",
+        5432,
+        "postgres",
+        "ocr_identity_db",
     )
     assert settings.databases["analytics"].port == 5433
     # Unset database names fall back to the spec's defaults.
@@ -39,10 +49,18 @@ def test_spec_example_environment_configures_every_role() -> None:
 def test_pool_defaults_per_role_and_overrides() -> None:
     settings = load_settings(SPEC_ENV, ROLES)
     pools = {name: (db.pool_size, db.max_overflow) for name, db in settings.databases.items()}
-    assert pools == {"default": (10, 20), "analytics": (5, 10), "logging": (5, 10), "archive": (3, 5)}
+    assert pools == {
+        "default": (10, 20),
+        "analytics": (5, 10),
+        "logging": (5, 10),
+        "archive": (3, 5),
+    }
     env = {**SPEC_ENV, "DB_POOL_SIZE": "4", "DB_MAX_OVERFLOW": "0", "MULTI_DB_ARCHIVE_ECHO": "true"}
     settings = load_settings(env, ROLES)
-    assert (settings.databases["default"].pool_size, settings.databases["default"].max_overflow) == (4, 0)
+    assert (
+        settings.databases["default"].pool_size,
+        settings.databases["default"].max_overflow,
+    ) == (4, 0)
     assert settings.databases["archive"].echo is True
 
 
@@ -73,7 +91,11 @@ def test_password_never_in_repr_or_display_url() -> None:
         ("DB_PORT", "70000", "DB_PORT: expected `int` <= 65535"),
         ("MULTI_DB_ANALYTICS_PORT", "0", "MULTI_DB_ANALYTICS_PORT: expected `int` >= 1"),
         ("MULTI_DB_LOGGING_POOL_SIZE", "0", "MULTI_DB_LOGGING_POOL_SIZE: expected `int` >= 1"),
-        ("MULTI_DB_ARCHIVE_MAX_OVERFLOW", "-1", "MULTI_DB_ARCHIVE_MAX_OVERFLOW: expected `int` >= 0"),
+        (
+            "MULTI_DB_ARCHIVE_MAX_OVERFLOW",
+            "-1",
+            "MULTI_DB_ARCHIVE_MAX_OVERFLOW: expected `int` >= 0",
+        ),
         ("DB_ECHO", "maybe", "DB_ECHO: expected `bool`"),
         ("MULTI_DB_EXECUTE_TIMEOUT_MS", "soon", "MULTI_DB_EXECUTE_TIMEOUT_MS: expected `int`"),
         ("MULTI_DB_EXECUTE_MAX_ROWS", "0", "MULTI_DB_EXECUTE_MAX_ROWS: expected `int` >= 1"),
@@ -109,7 +131,9 @@ def test_dotenv_file_is_read_and_environment_wins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("DB_HOST=from-file\nDB_PORT=6000\n# comment\nMULTI_DB_ROUTING='{\"User\": \"default\"}'\n")
+    env_file.write_text(
+        'DB_HOST=from-file\nDB_PORT=6000\n# comment\nMULTI_DB_ROUTING=\'{"User": "default"}\'\n'
+    )
     monkeypatch.setenv("DB_PORT", "6001")
     monkeypatch.delenv("DB_HOST", raising=False)
     env = read_environment(env_file)

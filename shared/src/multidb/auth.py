@@ -20,7 +20,10 @@ import msgspec
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.middleware.authentication import (
+    AbstractAuthenticationMiddleware,
+    AuthenticationResult,
+)
 from litestar.types import Guard
 
 READ = "db:read"
@@ -64,7 +67,9 @@ class Authenticator:
             matched |= hmac.compare_digest(key, digest)
         if not matched:
             raise NotAuthorizedException("invalid API key")
-        return Principal(subject=f"api-key:{digest.hex()[:12]}", method="api_key", scopes=ALL_SCOPES)
+        return Principal(
+            subject=f"api-key:{digest.hex()[:12]}", method="api_key", scopes=ALL_SCOPES
+        )
 
     def from_jwt(self, token: str) -> Principal:
         if not self._secret:
@@ -113,7 +118,9 @@ def mint_token(secret: str, subject: str, scopes: Iterable[str], lifetime_s: int
 class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
     """Authenticates every request; the app's ``state.authenticator`` does the checking."""
 
-    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
         authenticator: Authenticator = connection.app.state.authenticator
         principal = authenticator.authenticate(
             connection.headers.get("authorization"), connection.headers.get(API_KEY_HEADER)

@@ -104,7 +104,11 @@ def _affected(status: str | None) -> int:
 
 
 async def _run(
-    conn: asyncpg.Connection, sql: str, names: list[str], request: ExecuteRequest, limits: ExecuteLimits
+    conn: asyncpg.Connection,
+    sql: str,
+    names: list[str],
+    request: ExecuteRequest,
+    limits: ExecuteLimits,
 ) -> tuple[list[str], list[list[Any]], int, bool, str | None]:
     mode = "READ ONLY" if request.read_only else "READ WRITE"
     # Our own constant text, so the simple protocol is safe here; user SQL never goes this way.
@@ -152,7 +156,9 @@ async def execute(
             msg = f"the statement ran longer than {limits.timeout_ms} ms and was cancelled"
             raise TimeoutExceededError(msg) from None
         if isinstance(exc, CONNECTION_ERRORS):
-            raise DatabaseUnavailableError(f"database {role!r} is unavailable: {describe(exc)}") from None
+            raise DatabaseUnavailableError(
+                f"database {role!r} is unavailable: {describe(exc)}"
+            ) from None
         raise SQLError(
             exc.args[0] if exc.args else "SQL error",
             sqlstate=exc.sqlstate,
@@ -163,7 +169,9 @@ async def execute(
         msg = f"no answer from database {role!r} within {deadline:.1f} s"
         raise TimeoutExceededError(msg) from None
     except CONNECTION_ERRORS as exc:
-        raise DatabaseUnavailableError(f"database {role!r} is unavailable: {describe(exc)}") from None
+        raise DatabaseUnavailableError(
+            f"database {role!r} is unavailable: {describe(exc)}"
+        ) from None
     return ExecuteResult(
         database=role,
         query=request.query,

@@ -16,3 +16,9 @@ NAMING_CONVENTION = {
 def role_metadata() -> MetaData:
     """A fresh ``MetaData`` for one role: each role owns its own, never shared."""
     return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def check_in(column: str, values: tuple[str, ...]) -> str:
+    """The SQL of a CHECK that ``column`` is one of ``values`` (the model's own constants)."""
+    listed = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({listed})"

@@ -25,7 +25,9 @@ from multidb.wire import BackupInfo, HealthReport, StatsReport
 T = TypeVar("T")
 
 
-def _raw_connection(engine: AsyncEngine) -> Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]:
+def _raw_connection(
+    engine: AsyncEngine,
+) -> Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]:
     @asynccontextmanager
     async def acquire() -> AsyncIterator[asyncpg.Connection]:
         async with engine.connect() as connection:
@@ -38,7 +40,9 @@ def _raw_connection(engine: AsyncEngine) -> Callable[[], AbstractAsyncContextMan
 class MultiDatabaseUtils:
     """Fleet-wide questions about the configured databases, answered in-process."""
 
-    def __init__(self, settings: Settings, registry: EngineRegistry, router: DatabaseRouter) -> None:
+    def __init__(
+        self, settings: Settings, registry: EngineRegistry, router: DatabaseRouter
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.router = router
@@ -57,7 +61,10 @@ class MultiDatabaseUtils:
         """Connection details of every database; the url is redacted, no password anywhere."""
         return {
             name: BackupInfo(
-                host=db.host, port=db.port, database=db.database, username=db.username,
+                host=db.host,
+                port=db.port,
+                database=db.database,
+                username=db.username,
                 url=db.display_url,
             )
             for name, db in self.settings.databases.items()

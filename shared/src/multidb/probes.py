@@ -86,7 +86,7 @@ async def check_health(
         async with asyncio.timeout(timeout_ms / 1000), acquire() as conn:
             row = await conn.fetchrow(HEALTH_SQL)
             extra = await detail(conn) if detail else None
-    except Exception as exc:  # noqa: BLE001 - any failure is the answer: unhealthy, and why
+    except Exception as exc:
         return HealthReport(database=role, status=UNHEALTHY, error=describe(exc, timeout_ms))
     return HealthReport(
         database=role,
@@ -113,7 +113,7 @@ async def collect_stats(
             if size is None:
                 size = await sample_size(conn)
             extra = await detail(conn) if detail else None
-    except Exception as exc:  # noqa: BLE001 - any failure is the answer: unavailable, and why
+    except Exception as exc:
         return StatsReport(database=role, status=UNAVAILABLE, error=describe(exc, timeout_ms)), size
     report = StatsReport(
         database=role,

@@ -27,7 +27,9 @@ class DatabaseRouter:
 
     def __init__(self, roles: Mapping[str, RoleSpec], routing: Mapping[str, str]) -> None:
         self._roles = dict(roles)
-        self._owner = {model.__name__: name for name, spec in roles.items() for model in spec.models}
+        self._owner = {
+            model.__name__: name for name, spec in roles.items() for model in spec.models
+        }
         self._routing = dict(routing)
         self._manual: dict[str, str] = {}
 

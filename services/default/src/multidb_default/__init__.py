@@ -1,1 +1,1 @@
-"""multidb role default."""
+"""multidb role ``default``: the main application database (identities, media, OCR jobs)."""

@@ -1,1 +1,1 @@
-"""multidb role logging."""
+"""multidb role ``logging``: application, error and access logs."""

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.role not in settings.databases:
             msg = f"role {args.role!r} has no database configured: set {spec.prefix}HOST"
             raise SettingsError(msg)
-        port = args.port or int(os.environ.get(f"MULTI_DB_{spec.name.upper()}_SERVICE_PORT", spec.port))
+        port = args.port or int(
+            os.environ.get(f"MULTI_DB_{spec.name.upper()}_SERVICE_PORT", spec.port)
+        )
     except (SettingsError, ValueError) as exc:
         print(f"multidb {args.role}: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2

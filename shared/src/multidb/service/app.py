@@ -45,7 +45,11 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
         async with running(runtime):
             yield
 
-    extra = [handler for found in plugins.hook.multidb_service_routes(role=role) for handler in found or ()]
+    extra = [
+        handler
+        for found in plugins.hook.multidb_service_routes(role=role)
+        for handler in found or ()
+    ]
     handlers: list[object] = list(ROUTES)
     if extra:
         handlers.append(Router(path="/", route_handlers=extra, guards=[auth.requires(auth.READ)]))
@@ -54,5 +58,7 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         middleware=[DefineMiddleware(auth.AuthenticationMiddleware, exclude=UNAUTHENTICATED_PATHS)],
         plugins=[problem_details_plugin()],
-        openapi_config=OpenAPIConfig(title=f"multidb {role} service", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title=f"multidb {role} service", version="0.1.0", path="/schema"
+        ),
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 
 from multidb import auth
 from multidb.errors import ForbiddenError
@@ -13,7 +14,6 @@ from multidb.execute import ExecuteLimits, execute
 from multidb.service.runtime import RoleRuntime
 from multidb.wire import (
     HEALTHY,
-    UNHEALTHY,
     BackupInfo,
     ExecuteRequest,
     ExecuteResult,
@@ -47,8 +47,11 @@ async def readyz(state: State) -> Response[Readiness]:
     if error is None and not ready:
         error = f"migrations not at head (database at {revision or 'none'}, head is {head})"
     body = Readiness(
-        status="ready" if ready else "not ready", database=runtime.spec.name,
-        revision=revision, head=head, error=error,
+        status="ready" if ready else "not ready",
+        database=runtime.spec.name,
+        revision=revision,
+        head=head,
+        error=error,
     )
     return Response(body, status_code=200 if ready else 503)
 
@@ -78,27 +81,37 @@ async def backup_info(state: State) -> BackupInfo:
     """Where the data lives; the url is redacted and the password never shown."""
     database = _runtime(state).database
     return BackupInfo(
-        host=database.host, port=database.port, database=database.database,
-        username=database.username, url=database.display_url,
+        host=database.host,
+        port=database.port,
+        database=database.database,
+        username=database.username,
+        url=database.display_url,
     )
 
 
 @post("/execute", guards=[auth.requires(auth.EXECUTE)], status_code=200, tags=["database"])
-async def execute_query(data: ExecuteRequest, request: Request[auth.Principal, Any, Any], state: State) -> ExecuteResult:
+async def execute_query(
+    data: JSONBody[ExecuteRequest], request: Request[auth.Principal, Any, Any], state: State
+) -> ExecuteResult:
     """Run one statement, read-only unless the caller holds ``db:write`` and asks to write."""
     runtime = _runtime(state)
     principal = request.user
     if not data.read_only and auth.WRITE not in principal.scopes:
         raise ForbiddenError("read_only: false needs the 'db:write' scope")
     votes = runtime.plugins.hook.multidb_execute_vote(
-        role=runtime.spec.name, query=data.query, params=data.params,
-        read_only=data.read_only, principal=principal,
+        role=runtime.spec.name,
+        query=data.query,
+        params=data.params,
+        read_only=data.read_only,
+        principal=principal,
     )
     refusals = [vote.reason or "refused by a plugin" for vote in votes if vote and not vote.allow]
     if refusals:
         raise ForbiddenError("; ".join(refusals))
     settings = runtime.settings
-    limits = ExecuteLimits(timeout_ms=settings.execute_timeout_ms, max_rows=settings.execute_max_rows)
+    limits = ExecuteLimits(
+        timeout_ms=settings.execute_timeout_ms, max_rows=settings.execute_max_rows
+    )
     pool = await runtime.execute_pool(read_only=data.read_only)
     return await execute(pool, runtime.spec.name, data, limits)
 

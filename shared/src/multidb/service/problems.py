@@ -43,8 +43,11 @@ def _from_http(exc: HTTPException) -> ProblemDetailsException:
     # Validation errors carry a list of {message, key, source}: keep them under "errors".
     extra = {"errors": exc.extra} if isinstance(exc.extra, list) else exc.extra or None
     return ProblemDetailsException(
-        detail=exc.detail, status_code=exc.status_code, title=_phrase(exc.status_code),
-        headers=exc.headers, extra=extra,
+        detail=exc.detail,
+        status_code=exc.status_code,
+        title=_phrase(exc.status_code),
+        headers=exc.headers,
+        extra=extra,
     )
 
 

@@ -36,20 +36,34 @@ async def _init_execute_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-def _pool(database: DatabaseSettings, user: str, password: str, size: int, **extra: Any) -> asyncpg.Pool:
+def _pool(
+    database: DatabaseSettings, user: str, password: str, size: int, **extra: Any
+) -> asyncpg.Pool:
     # min_size=0: creating the pool opens nothing, so a service starts with its database down.
     return asyncpg.create_pool(
-        host=database.host, port=database.port, database=database.database,
-        user=user, password=password or None, min_size=0, max_size=size,
-        timeout=10, command_timeout=None, **extra,
+        host=database.host,
+        port=database.port,
+        database=database.database,
+        user=user,
+        password=password or None,
+        min_size=0,
+        max_size=size,
+        timeout=10,
+        command_timeout=None,
+        **extra,
     )
 
 
 class RoleRuntime:
     """One role's live resources inside its service."""
 
-    def __init__(self, spec: RoleSpec, database: DatabaseSettings, settings: Settings,
-                 plugins: pluggy.PluginManager) -> None:
+    def __init__(
+        self,
+        spec: RoleSpec,
+        database: DatabaseSettings,
+        settings: Settings,
+        plugins: pluggy.PluginManager,
+    ) -> None:
         self.spec = spec
         self.database = database
         self.settings = settings
@@ -81,7 +95,7 @@ class RoleRuntime:
             try:
                 async with self.admin.acquire() as conn:
                     self.size = await probes.sample_size(conn)
-            except Exception as exc:  # noqa: BLE001 - the next round tries again
+            except Exception as exc:
                 log.info("role %s: size sample failed: %s", self.spec.name, describe(exc))
             await asyncio.sleep(SIZE_REFRESH_S)
 
@@ -124,7 +138,7 @@ class RoleRuntime:
                 if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
                     return None, None
                 revision: str | None = await conn.fetchval(f'SELECT version_num FROM "{table}"')
-        except Exception as exc:  # noqa: BLE001 - not ready, and why
+        except Exception as exc:
             return None, describe(exc, timeout)
         return revision, None
 
@@ -134,13 +148,18 @@ class RoleRuntime:
 
     async def health(self) -> Any:
         return await probes.check_health(
-            self.spec.name, self.admin_connection, self.settings.health_timeout_ms,
+            self.spec.name,
+            self.admin_connection,
+            self.settings.health_timeout_ms,
             partial(self._detail, "multidb_health_detail"),
         )
 
     async def stats(self) -> Any:
         report, self.size = await probes.collect_stats(
-            self.spec.name, self.admin_connection, self.settings.health_timeout_ms, self.size,
+            self.spec.name,
+            self.admin_connection,
+            self.settings.health_timeout_ms,
+            self.size,
             partial(self._detail, "multidb_stats_detail"),
         )
         return report

@@ -1,0 +1,36 @@
+# multidb: everyday commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: uv
+uv: ## Install uv with pip when it is missing
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+.PHONY: sync
+sync: uv ## Create .venv from uv.lock (every workspace member, dev tools)
+	@$(UV) sync --locked --quiet
+
+.PHONY: test
+test: sync ## Run the whole test suite (starts its own embedded PostgreSQL)
+	@$(UV) run --locked pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: sync ## ruff (lint + format check) and mypy
+	@$(UV) run --locked ruff check .
+	@$(UV) run --locked ruff format --check .
+	@$(UV) run --locked mypy shared/src services/*/src
+
+.PHONY: fmt
+fmt: sync ## Format and autofix
+	@$(UV) run --locked ruff format .
+	@$(UV) run --locked ruff check --fix .
+
+.PHONY: clean
+clean: ## Remove the virtualenv, caches and local data (.data/)
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .data

@@ -1,0 +1,14 @@
+"""The logging role's models."""
+
+from multidb_logging.models.access import ACCESS_OUTCOMES, AUTH_METHODS, AccessLog
+from multidb_logging.models.base import LoggingBase
+from multidb_logging.models.logs import ApplicationLog, ErrorLog
+
+__all__ = [
+    "ACCESS_OUTCOMES",
+    "AUTH_METHODS",
+    "AccessLog",
+    "ApplicationLog",
+    "ErrorLog",
+    "LoggingBase",
+]

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    true,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from multidb.models import check_in
+from multidb_logging.models.base import LoggingBase
+
+AUTH_METHODS = ("jwt", "api_key", "anonymous")
+ACCESS_OUTCOMES = ("allowed", "refused", "failed", "rejected")
+
+
+class AccessLog(LoggingBase):
+    """One access to the service, fit for auditing ``execute`` calls.
+
+    ``principal`` is the caller's subject (``None`` when unauthenticated), ``target_role``
+    the database role the query was for, ``query_fingerprint`` a hash of the normalised
+    query (e.g. sha256 hex) so that identical statements group together; ``query_preview``
+    an optional, possibly truncated, copy of the query. ``outcome``: ``allowed`` (ran),
+    ``refused`` (by auth, scope or a plugin vote), ``failed`` (the database raised) or
+    ``rejected`` (the request itself was invalid).
+    """
+
+    __tablename__ = "access_logs"
+    __table_args__ = (
+        CheckConstraint(check_in("outcome", ACCESS_OUTCOMES), name="outcome"),
+        CheckConstraint(check_in("auth_method", AUTH_METHODS), name="auth_method"),
+        Index("ix_access_logs_target_role_created_at", "target_role", "created_at"),
+        Index("ix_access_logs_outcome_created_at", "outcome", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
+    request_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    principal: Mapped[str | None] = mapped_column(String(255), index=True)
+    auth_method: Mapped[str] = mapped_column(String(20), server_default="anonymous")
+    method: Mapped[str | None] = mapped_column(String(10))
+    path: Mapped[str | None] = mapped_column(String(2048))
+    target_role: Mapped[str | None] = mapped_column(String(63))
+    query_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+    query_preview: Mapped[str | None] = mapped_column(Text)
+    read_only: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    outcome: Mapped[str] = mapped_column(String(20))
+    status_code: Mapped[int] = mapped_column(Integer)
+    row_count: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    client_ip: Mapped[str | None] = mapped_column(String(45))

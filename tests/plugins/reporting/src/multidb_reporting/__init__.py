@@ -1,0 +1,1 @@
+"""multidb role ``reporting``: a test-only fifth role."""

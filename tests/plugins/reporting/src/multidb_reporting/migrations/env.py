@@ -1,0 +1,3 @@
+from multidb.migrations import run_env
+
+run_env("reporting")

@@ -1,0 +1,75 @@
+"""Credentials: API keys (plain and sha256), JWTs (exp required, scopes), clear refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import jwt
+import pytest
+from litestar.exceptions import NotAuthorizedException
+
+from multidb.auth import ALL_SCOPES, Authenticator, mint_token
+
+SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
+
+
+def test_plain_and_hashed_api_keys_hold_every_scope() -> None:
+    stored = "sha256:" + hashlib.sha256(b"second").hexdigest()
+    authenticator = Authenticator(SECRET, ["first", stored])
+    for presented in ("first", "second"):
+        principal = authenticator.authenticate(None, presented)
+        assert principal.method == "api_key"
+        assert principal.scopes == ALL_SCOPES
+        assert presented not in principal.subject
+    with pytest.raises(NotAuthorizedException, match="invalid API key"):
+        authenticator.authenticate(None, stored)
+
+
+def test_minted_token_round_trips_with_its_scopes() -> None:
+    authenticator = Authenticator(SECRET, [])
+    principal = authenticator.authenticate(f"Bearer {mint_token(SECRET, 'ops', ['db:read'])}", None)
+    assert (principal.subject, principal.method, principal.scopes) == (
+        "ops",
+        "jwt",
+        frozenset({"db:read"}),
+    )
+
+
+def test_space_separated_scope_claim_and_unknown_scopes_dropped() -> None:
+    claims = {"sub": "x", "scope": "db:read db:root", "exp": int(time.time()) + 60}
+    principal = Authenticator(SECRET, []).from_jwt(jwt.encode(claims, SECRET, algorithm="HS256"))
+    assert principal.scopes == frozenset({"db:read"})
+
+
+@pytest.mark.parametrize(
+    ("claims", "algorithm", "message"),
+    [
+        ({"sub": "x"}, "HS256", 'Token is missing the "exp" claim'),
+        ({"sub": "x", "exp": 1}, "HS256", "token expired"),
+        ({"exp": 4102444800}, "HS256", 'Token is missing the "sub" claim'),
+        ({"sub": "x", "exp": 4102444800}, "HS512", "The specified alg value is not allowed"),
+    ],
+)
+def test_bad_tokens_are_refused(claims: dict[str, object], algorithm: str, message: str) -> None:
+    token = jwt.encode(claims, SECRET, algorithm=algorithm)
+    with pytest.raises(NotAuthorizedException) as caught:
+        Authenticator(SECRET, []).authenticate(f"Bearer {token}", None)
+    assert message in caught.value.detail
+
+
+def test_unsigned_token_is_refused() -> None:
+    token = jwt.encode({"sub": "x", "exp": 4102444800}, key=None, algorithm="none")  # type: ignore[arg-type]
+    with pytest.raises(NotAuthorizedException):
+        Authenticator(SECRET, []).authenticate(f"Bearer {token}", None)
+
+
+def test_jwt_without_configured_secret_is_refused() -> None:
+    token = mint_token(SECRET, "x", ["db:read"])
+    with pytest.raises(NotAuthorizedException, match="no JWT_SECRET"):
+        Authenticator("", []).authenticate(f"Bearer {token}", None)
+
+
+def test_mint_token_rejects_unknown_scopes() -> None:
+    with pytest.raises(ValueError, match="unknown scope"):
+        mint_token(SECRET, "x", ["db:everything"])
