@@ -24,7 +24,7 @@ test: sync ## Run the whole test suite (starts its own embedded PostgreSQL)
 lint: sync ## ruff (lint + format check) and mypy
 	@$(UV) run --locked ruff check .
 	@$(UV) run --locked ruff format --check .
-	@$(UV) run --locked mypy shared/src services/*/src
+	@$(UV) run --locked mypy shared/src services/*/src tests
 
 .PHONY: fmt
 fmt: sync ## Format and autofix

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,13 +84,13 @@ ADMIN = {"X-API-Key": API_KEY}
 
 
 @pytest.fixture
-async def service_client(settings: Settings) -> AsyncIterator[object]:
+def service_client(settings: Settings) -> object:
     """A factory: ``async with service_client("analytics") as client`` (real app, real DB)."""
 
     def open_client(role: str, override: Settings | None = None) -> AsyncTestClient:  # type: ignore[type-arg]
         return AsyncTestClient(app=create_role_app(role, override or settings))
 
-    yield open_client
+    return open_client
 
 
 @pytest.fixture(autouse=True)

@@ -143,7 +143,7 @@ def test_two_plugins_claiming_one_role_stop_start_up(installed: Path) -> None:
     from multidb_reporting import plugin as reporting
 
     impostor = types.ModuleType("impostor")
-    impostor.multidb_role_spec = hookimpl(lambda: reporting.multidb_role_spec())  # type: ignore[attr-defined]
+    impostor.multidb_role_spec = hookimpl(reporting.multidb_role_spec)  # type: ignore[attr-defined]
     manager = plugins.build_plugin_manager()
     manager.register(impostor, name="impostor")
     try:

@@ -20,6 +20,12 @@ from pathlib import Path
 
 import asyncpg
 import msgspec
+from pgserver._commands import POSTGRES_BIN_PATH
+from pgserver.utils import (
+    ensure_folder_permissions,
+    ensure_prefix_permissions,
+    ensure_user_exists,
+)
 
 from multidb.roles import RoleSpec
 from multidb.settings import DatabaseSettings, variable_name
@@ -36,8 +42,6 @@ class EmbeddedState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _bin(name: str) -> str:
-    from pgserver._commands import POSTGRES_BIN_PATH
-
     return str(POSTGRES_BIN_PATH / name)
 
 
@@ -71,13 +75,6 @@ class EmbeddedPostgres:
             raise RuntimeError(msg)
 
     def _prepare_permissions(self) -> None:
-        from pgserver._commands import POSTGRES_BIN_PATH
-        from pgserver.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
-
         ensure_user_exists(SYSTEM_USER)
         ensure_prefix_permissions(self.pgdata)
         ensure_prefix_permissions(POSTGRES_BIN_PATH)

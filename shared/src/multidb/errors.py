@@ -51,7 +51,7 @@ class TimeoutExceededError(MultiDBError):
 
 
 # Exceptions that mean "the database cannot be reached", not "your SQL is wrong".
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,

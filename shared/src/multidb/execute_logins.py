@@ -15,6 +15,7 @@ the same ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -67,7 +68,8 @@ WRITER_GRANTS = (
     "GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {login}",
     "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {login}",
     "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT INSERT, UPDATE, DELETE ON TABLES TO {login}",
-    "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {login}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT, UPDATE ON SEQUENCES"
+    " TO {login}",
 )
 
 
@@ -77,10 +79,9 @@ async def _ensure_login(
     name = _quote(login.username)
     exists = await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", login.username)
     if not exists:
-        try:
+        # Another replica may create it a moment before us.
+        with contextlib.suppress(asyncpg.DuplicateObjectError):
             await conn.execute(f"CREATE ROLE {name} LOGIN")
-        except asyncpg.DuplicateObjectError:
-            pass  # another replica created it a moment ago
     # The password is hex we derived, so inlining it as a literal is safe.
     await conn.execute(
         f"ALTER ROLE {name} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "

@@ -28,7 +28,7 @@ Detail = Mapping[str, Any] | Awaitable[Mapping[str, Any] | None] | None
 
 
 @hookspec
-def multidb_role_spec() -> RoleSpec | None:  # type: ignore[empty-body]
+def multidb_role_spec() -> RoleSpec | None:
     """Declare a database role.
 
     Called once when the plugin manager is built. Return the role's :class:`RoleSpec`
@@ -38,7 +38,7 @@ def multidb_role_spec() -> RoleSpec | None:  # type: ignore[empty-body]
 
 
 @hookspec
-def multidb_health_detail(role: str, connection: asyncpg.Connection) -> Detail:  # type: ignore[empty-body]
+def multidb_health_detail(role: str, connection: asyncpg.Connection) -> Detail:
     """Add fields to a role's health answer.
 
     Called by the role's service on every ``GET /health`` once the database answered.
@@ -49,7 +49,7 @@ def multidb_health_detail(role: str, connection: asyncpg.Connection) -> Detail: 
 
 
 @hookspec
-def multidb_stats_detail(role: str, connection: asyncpg.Connection) -> Detail:  # type: ignore[empty-body]
+def multidb_stats_detail(role: str, connection: asyncpg.Connection) -> Detail:
     """Add fields to a role's stats answer.
 
     Called by the role's service on every ``GET /stats``; same contract as
@@ -58,7 +58,7 @@ def multidb_stats_detail(role: str, connection: asyncpg.Connection) -> Detail:  
 
 
 @hookspec
-def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | None:  # type: ignore[empty-body]
+def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | None:
     """Add routes to a role's own service.
 
     Called once when the role's service app is built. Return Litestar route handlers,
@@ -68,7 +68,7 @@ def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | Non
 
 
 @hookspec
-def multidb_execute_vote(  # type: ignore[empty-body]
+def multidb_execute_vote(
     role: str, query: str, params: Mapping[str, Any], read_only: bool, principal: Principal
 ) -> ExecuteVote | None:
     """Allow or refuse an execute request before it reaches the database.

@@ -11,7 +11,7 @@ import asyncio
 import zlib
 from typing import Any
 
-from alembic import command
+from alembic import command, context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -43,8 +43,6 @@ def _lock_key(spec: RoleSpec) -> int:
 
 
 def _run(connection: Connection, spec: RoleSpec, config: Config) -> None:
-    from alembic import context
-
     connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _lock_key(spec)})
     try:
         context.configure(
@@ -75,8 +73,6 @@ def _only_role_tables(spec: RoleSpec) -> Any:
 
 def run_env(role: str) -> None:
     """The whole of a role's ``env.py``: run its migrations online against its database."""
-    from alembic import context
-
     config = context.config
     spec: RoleSpec = config.attributes.get("role") or get_roles()[role]
     database: DatabaseSettings | None = config.attributes.get("database")

@@ -43,7 +43,7 @@ def discover_roles(manager: pluggy.PluginManager | None = None) -> dict[str, Rol
     found: dict[str, tuple[str, RoleSpec]] = {}
     for impl in manager.hook.multidb_role_spec.get_hookimpls():
         spec = impl.function()
-        if spec is None:
+        if not isinstance(spec, RoleSpec):
             continue
         if spec.name in found:
             other = found[spec.name][0]

@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 
+from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
+from multidb.settings import get_settings
 
 DEFAULT_DATABASE = "default"
 
@@ -68,7 +70,4 @@ class DatabaseRouter:
 @functools.cache
 def get_database_router() -> DatabaseRouter:
     """The process-wide router, built from the installed roles and ``MULTI_DB_ROUTING``."""
-    from multidb.plugins import get_roles
-    from multidb.settings import get_settings
-
     return DatabaseRouter(get_roles(), get_settings().routing)

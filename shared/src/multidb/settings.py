@@ -18,6 +18,7 @@ import msgspec
 from dotenv import dotenv_values
 from sqlalchemy.engine import URL
 
+from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -143,7 +144,10 @@ def _routing(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> dict[str,
     for model, role in routing.items():
         if role not in roles:
             known = ", ".join(roles) or "none"
-            msg = f"MULTI_DB_ROUTING: model {model!r} is routed to unknown role {role!r} (known: {known})"
+            msg = (
+                f"MULTI_DB_ROUTING: model {model!r} is routed to unknown role {role!r} "
+                f"(known: {known})"
+            )
             raise SettingsError(msg)
     return routing
 
@@ -178,6 +182,4 @@ def read_environment(env_file: str | Path | None = None) -> dict[str, str]:
 @functools.cache
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment and ``.env``."""
-    from multidb.plugins import get_roles
-
     return load_settings(read_environment(), get_roles())

@@ -22,6 +22,7 @@ from multidb.settings import DatabaseSettings, Settings
 log = logging.getLogger("multidb.service")
 
 SIZE_REFRESH_S = 30.0
+UNREACHABLE: tuple[type[Exception], ...] = (TimeoutError, *CONNECTION_ERRORS)
 ADMIN_POOL_SIZE = 2
 
 
@@ -110,7 +111,7 @@ class RoleRuntime:
                     async with asyncio.timeout(self.settings.health_timeout_ms / 1000):
                         async with self.admin.acquire() as conn:
                             logins = await provision_execute_logins(conn, self.database)
-                except (TimeoutError, *CONNECTION_ERRORS) as exc:
+                except UNREACHABLE as exc:
                     timeout = self.settings.health_timeout_ms
                     msg = f"database {self.spec.name!r} is unavailable: {describe(exc, timeout)}"
                     raise DatabaseUnavailableError(msg) from None
