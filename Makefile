@@ -16,6 +16,10 @@ uv: ## Install uv with pip when it is missing
 sync: uv ## Create .venv from uv.lock (every workspace member, dev tools)
 	@$(UV) sync --locked --quiet
 
+.PHONY: run
+run: sync ## Start the local stack: embedded PostgreSQL, migrations, every role's service
+	@$(UV) run --locked python -m multidb.stack
+
 .PHONY: test
 test: sync ## Run the whole test suite (starts its own embedded PostgreSQL)
 	@$(UV) run --locked pytest $(PYTEST_ARGS)

@@ -15,17 +15,22 @@ import secrets
 import socket
 import stat
 import subprocess
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import asyncpg
 import msgspec
-from pgserver._commands import POSTGRES_BIN_PATH
-from pgserver.utils import (
-    ensure_folder_permissions,
-    ensure_prefix_permissions,
-    ensure_user_exists,
-)
+
+with warnings.catch_warnings():
+    # pgserver asks platformdirs for XDG_RUNTIME_DIR at import; we never use that folder.
+    warnings.simplefilter("ignore")
+    from pgserver._commands import POSTGRES_BIN_PATH
+    from pgserver.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
 
 from multidb.roles import RoleSpec
 from multidb.settings import DatabaseSettings, variable_name

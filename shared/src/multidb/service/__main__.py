@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.get(f"MULTI_DB_{spec.name.upper()}_SERVICE_PORT", spec.port)
         )
     except (SettingsError, ValueError) as exc:
-        print(f"multidb {args.role}: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"multidb {args.role}: configuration error: {exc}", file=sys.stderr)
         return 2
     app = create_role_app(args.role, settings)
     uvicorn.run(app, host=args.host, port=port, log_level="warning", access_log=False)
