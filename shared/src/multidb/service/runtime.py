@@ -115,6 +115,10 @@ class RoleRuntime:
                     timeout = self.settings.health_timeout_ms
                     msg = f"database {self.spec.name!r} is unavailable: {describe(exc, timeout)}"
                     raise DatabaseUnavailableError(msg) from None
+                except asyncpg.PostgresError as exc:
+                    # Typically a login without CREATEROLE: say so instead of a bare 500.
+                    msg = f"execute logins not ready for {self.spec.name!r}: {describe(exc)}"
+                    raise DatabaseUnavailableError(msg) from None
                 for flag, login in ((True, logins.reader), (False, logins.writer)):
                     self._execute_pools[flag] = await self._login_pool(login, writer=not flag)
         return self._execute_pools[read_only]
