@@ -10,6 +10,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from multidb import auth
+from multidb.engines import dispose_engines
 from multidb.migrations import head_revision
 from multidb.plugins import get_plugin_manager, get_roles
 from multidb.router import DatabaseRouter
@@ -42,8 +43,12 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
         app.state.head_revision = head_revision(spec)
         runtime = RoleRuntime(spec, database, current, plugins)
         app.state.runtime = runtime
-        async with running(runtime):
-            yield
+        try:
+            async with running(runtime):
+                yield
+        finally:
+            # Engines that plugin routes opened through get_db().
+            await dispose_engines()
 
     extra = [
         handler
