@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +19,11 @@ import httpx
 import pytest
 
 from multidb import migrations, plugins
-from multidb.embedded import EmbeddedPostgres
+from multidb.embedded import EmbeddedPostgres, free_port
 from multidb.router import DatabaseRouter
 from multidb.settings import load_settings
 from tests.conftest import API_KEY, ROOT
+from tests.processes import wait_ready
 
 PACKAGE = ROOT / "tests" / "plugins" / "reporting"
 
@@ -50,13 +49,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     plugins.get_roles.cache_clear()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_fifth_role_is_discovered_configured_routed_migrated_and_served(
     installed: Path, embedded: EmbeddedPostgres | None, database_env: dict[str, str]
 ) -> None:
@@ -78,7 +70,7 @@ def test_fifth_role_is_discovered_configured_routed_migrated_and_served(
     migrations.downgrade(spec, "base", settings.databases["reporting"])
     migrations.upgrade(spec, "head", settings.databases["reporting"])
 
-    port = _free_port()
+    port = free_port()
     process_env = {
         **os.environ,
         **env,
@@ -94,19 +86,8 @@ def test_fifth_role_is_discovered_configured_routed_migrated_and_served(
     try:
         base = f"http://127.0.0.1:{port}"
         headers = {"X-API-Key": API_KEY}
+        wait_ready(service, f"{base}/readyz")
         with httpx.Client(base_url=base, timeout=5) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert service.poll() is None, (
-                    service.stdout.read().decode() if service.stdout else ""
-                )
-                assert time.monotonic() < deadline, "reporting service never became ready"
-                time.sleep(0.1)
             health = client.get("/health", headers=headers).json()
             assert health["status"] == "healthy"
             assert health["database_name"] == "ocr_reporting_db"

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 import pytest
 
@@ -180,3 +181,26 @@ async def test_database_stopped_mid_run_gives_503_then_recovers(
         assert (
             await client.post("/execute", json={"query": "SELECT 1"}, headers=ADMIN)
         ).status_code == 200
+
+
+async def test_login_without_createrole_gives_a_clear_503_on_execute(
+    service_client: Any, settings: Settings
+) -> None:
+    admin = settings.databases["archive"]
+    conn = await asyncpg.connect(
+        host=admin.host,
+        port=admin.port,
+        user=admin.username,
+        password=admin.password,
+        database=admin.database,
+    )
+    await conn.execute("DROP ROLE IF EXISTS plain_login")
+    await conn.execute("CREATE ROLE plain_login LOGIN PASSWORD 'plain-pw'")
+    await conn.close()
+    plain = msgspec.structs.replace(admin, username="plain_login", password="plain-pw")
+    async with service_client("archive", _pointed_at(settings, "archive", plain)) as client:
+        assert (await client.get("/health", headers=ADMIN)).status_code == 200
+        response = await client.post("/execute", json={"query": "SELECT 1"}, headers=ADMIN)
+        assert response.status_code == 503
+        assert "execute logins not ready" in response.json()["detail"]
+        assert "plain-pw" not in response.text

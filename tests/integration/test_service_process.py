@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from multidb.embedded import free_port
 from tests.conftest import API_KEY, BUILTIN_ROLES
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = process.stdout.read().decode() if process.stdout else ""
-            pytest.fail(f"service exited with {process.returncode}: {output}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{url} never became ready")
+from tests.processes import wait_ready
 
 
 @pytest.fixture
@@ -44,7 +22,7 @@ def service_env(database_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def started(service_env: dict[str, str]) -> Iterator[dict[str, int]]:
-    ports = {role: _free_port() for role in BUILTIN_ROLES}
+    ports = {role: free_port() for role in BUILTIN_ROLES}
     commands = {
         role: [sys.executable, "-m", "multidb.service", role, "--port", str(port)]
         for role, port in ports.items()
@@ -66,7 +44,7 @@ def started(service_env: dict[str, str]) -> Iterator[dict[str, int]]:
     }
     try:
         for role, process in processes.items():
-            _wait_ready(process, f"http://127.0.0.1:{ports[role]}/readyz")
+            wait_ready(process, f"http://127.0.0.1:{ports[role]}/readyz")
         yield ports
     finally:
         for process in processes.values():
@@ -108,7 +86,7 @@ def test_bad_setting_stops_start_up_with_one_line(
     service_env: dict[str, str], variable: str, value: str, expected: str
 ) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "multidb.service", "default", "--port", str(_free_port())],
+        [sys.executable, "-m", "multidb.service", "default", "--port", str(free_port())],
         env={**service_env, variable: value},
         capture_output=True,
         text=True,

@@ -50,7 +50,7 @@ def _bin(name: str) -> str:
     return str(POSTGRES_BIN_PATH / name)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -96,7 +96,7 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         if self._as_user:
             self._prepare_permissions()
-        state = EmbeddedState(port=self._port or _free_port(), password=secrets.token_urlsafe(18))
+        state = EmbeddedState(port=self._port or free_port(), password=secrets.token_urlsafe(18))
         pwfile = self.folder / "initdb.pw"
         pwfile.write_text(state.password + "\n")
         pwfile.chmod(0o644)

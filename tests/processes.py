@@ -1,0 +1,25 @@
+"""Helpers for tests that start real service processes."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import httpx
+import pytest
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: float = 30) -> None:
+    """Poll ``url`` until it answers 200; fail with the process output if it dies first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            pytest.fail(f"process exited with {process.returncode}: {output}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"{url} never became ready")
