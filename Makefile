@@ -24,11 +24,15 @@ run: sync ## Start the local stack: embedded PostgreSQL, migrations, every role'
 test: sync ## Run the whole test suite (starts its own embedded PostgreSQL)
 	@$(UV) run --locked pytest $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: sync ## Benchmark the gateway against direct service calls (prints figures and targets)
+	@$(UV) run --locked python bench/fleet_bench.py
+
 .PHONY: lint
 lint: sync ## ruff (lint + format check) and mypy
 	@$(UV) run --locked ruff check .
 	@$(UV) run --locked ruff format --check .
-	@$(UV) run --locked mypy shared/src services/*/src tests
+	@$(UV) run --locked mypy shared/src services/*/src gateway/src tests bench
 
 .PHONY: fmt
 fmt: sync ## Format and autofix

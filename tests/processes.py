@@ -14,8 +14,8 @@ def wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: float = 30
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read().decode() if process.stdout else ""
-            pytest.fail(f"process exited with {process.returncode}: {output}")
+            output = process.stdout.read().decode() if process.stdout else "(see its log)"
+            pytest.fail(f"{process.args!r} exited with {process.returncode}: {output}")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return

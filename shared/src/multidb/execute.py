@@ -82,7 +82,10 @@ def bind_arguments(
     for name, parameter in zip(names, parameters, strict=True):
         value = params[name]
         target = PARAMETER_TYPES.get(parameter.name)
-        if target is not None and value is not None:
+        if target is str and isinstance(value, int | float) and not isinstance(value, bool):
+            # An untyped parameter is text to PostgreSQL; a JSON number is meant as its digits.
+            value = str(value)
+        elif target is not None and value is not None:
             try:
                 value = msgspec.convert(value, target, strict=False)
             except msgspec.ValidationError as exc:

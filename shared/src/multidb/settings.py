@@ -103,7 +103,8 @@ def variable_name(spec: RoleSpec, field: str) -> str:
     return f"{spec.prefix}{suffix}"
 
 
-def _convert(raw: Mapping[str, Any], target: type[Any], names: Mapping[str, str]) -> Any:
+def convert_env(raw: Mapping[str, Any], target: type[Any], names: Mapping[str, str]) -> Any:
+    """``msgspec.convert`` of environment strings; errors name the variable (``names``)."""
     try:
         return msgspec.convert(raw, target, strict=False)
     except msgspec.ValidationError as exc:
@@ -128,7 +129,7 @@ def _database_settings(spec: RoleSpec, env: Mapping[str, str]) -> DatabaseSettin
     raw.setdefault("database", spec.database)
     raw.setdefault("pool_size", spec.pool_size)
     raw.setdefault("max_overflow", spec.max_overflow)
-    result: DatabaseSettings = _convert(raw, DatabaseSettings, names)
+    result: DatabaseSettings = convert_env(raw, DatabaseSettings, names)
     return result
 
 
@@ -165,7 +166,7 @@ def load_settings(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> Sett
     raw["databases"] = databases
     raw["routing"] = _routing(env, roles)
     raw["api_keys"] = [key.strip() for key in env.get("API_KEYS", "").split(",") if key.strip()]
-    result: Settings = _convert(raw, Settings, {field: var for var, field in GLOBAL_VARIABLES})
+    result: Settings = convert_env(raw, Settings, {field: var for var, field in GLOBAL_VARIABLES})
     return result
 
 

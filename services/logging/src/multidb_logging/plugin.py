@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from litestar.types import ControllerRouterHandler
+
 from multidb import RoleSpec, hookimpl
-from multidb_logging import models
+from multidb_logging import audit_route, models
 
 
 @hookimpl
@@ -20,3 +23,9 @@ def multidb_role_spec() -> RoleSpec:
         pool_size=5,
         max_overflow=10,
     )
+
+
+@hookimpl
+def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | None:
+    """``POST /audit/access`` (scope ``db:admin``) on the logging service only."""
+    return audit_route.ROUTES if role == "logging" else None

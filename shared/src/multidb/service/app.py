@@ -13,6 +13,7 @@ from multidb import auth
 from multidb.engines import dispose_engines
 from multidb.migrations import head_revision
 from multidb.plugins import get_plugin_manager, get_roles
+from multidb.request_id import RequestIdMiddleware
 from multidb.router import DatabaseRouter
 from multidb.service.handlers import ROUTES
 from multidb.service.problems import problem_details_plugin
@@ -61,7 +62,10 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
-        middleware=[DefineMiddleware(auth.AuthenticationMiddleware, exclude=UNAUTHENTICATED_PATHS)],
+        middleware=[
+            RequestIdMiddleware(),
+            DefineMiddleware(auth.AuthenticationMiddleware, exclude=UNAUTHENTICATED_PATHS),
+        ],
         plugins=[problem_details_plugin()],
         openapi_config=OpenAPIConfig(
             title=f"multidb {role} service", version="0.1.0", path="/schema"

@@ -32,7 +32,8 @@ class AccessLog(LoggingBase):
     query (e.g. sha256 hex) so that identical statements group together; ``query_preview``
     an optional, possibly truncated, copy of the query. ``outcome``: ``allowed`` (ran),
     ``refused`` (by auth, scope or a plugin vote), ``failed`` (the database raised) or
-    ``rejected`` (the request itself was invalid).
+    ``rejected`` (the request itself was invalid). ``event_id`` is the producer's
+    idempotency key (uuid4 hex): a record sent twice is stored once.
     """
 
     __tablename__ = "access_logs"
@@ -44,6 +45,7 @@ class AccessLog(LoggingBase):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(32), unique=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
     )

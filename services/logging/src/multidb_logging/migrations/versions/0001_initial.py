@@ -22,6 +22,7 @@ def upgrade() -> None:
     op.create_table(
         "access_logs",
         sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("event_id", sa.String(length=32), nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -52,6 +53,7 @@ def upgrade() -> None:
             name=op.f("ck_access_logs_outcome"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_access_logs")),
+        sa.UniqueConstraint("event_id", name=op.f("uq_access_logs_event_id")),
     )
     op.create_index(op.f("ix_access_logs_created_at"), "access_logs", ["created_at"], unique=False)
     op.create_index(

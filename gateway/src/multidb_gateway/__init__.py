@@ -1,0 +1,1 @@
+"""multidb gateway: the public /database API, fanning out to the role services."""

@@ -1,0 +1,42 @@
+"""Run the gateway: ``multidb-gateway [--host H] [--port P]`` (default 127.0.0.1:8000).
+
+Bad settings stop start-up with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import uvicorn
+
+from multidb.settings import SettingsError
+from multidb_gateway.app import create_gateway_app
+from multidb_gateway.settings import get_gateway_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="multidb-gateway", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("MULTI_DB_GATEWAY_HOST", "127.0.0.1"))
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("MULTI_DB_GATEWAY_PORT", "8000"))
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = get_gateway_settings()
+    except SettingsError as exc:
+        print(f"multidb gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        create_gateway_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The gateway app factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+
+from multidb import auth
+from multidb.plugins import get_roles
+from multidb.request_id import RequestIdMiddleware
+from multidb.router import DatabaseRouter
+from multidb.service.problems import problem_details_plugin
+from multidb_gateway.handlers import ROUTES
+from multidb_gateway.runtime import GatewayRuntime
+from multidb_gateway.settings import GatewaySettings, get_gateway_settings
+
+
+def create_gateway_app(settings: GatewaySettings | None = None) -> Litestar:
+    """The public ``/database`` API. Building it opens nothing; start-up does."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        current = settings or get_gateway_settings()
+        runtime = GatewayRuntime(current, DatabaseRouter(get_roles(), current.core.routing))
+        app.state.authenticator = runtime.authenticator
+        app.state.gateway = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    return Litestar(
+        route_handlers=ROUTES,
+        lifespan=[lifespan],
+        middleware=[
+            RequestIdMiddleware(),
+            DefineMiddleware(auth.AuthenticationMiddleware, exclude=["^/schema"]),
+        ],
+        plugins=[problem_details_plugin()],
+        openapi_config=OpenAPIConfig(title="multidb gateway", version="0.1.0", path="/schema"),
+    )

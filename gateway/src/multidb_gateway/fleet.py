@@ -1,0 +1,149 @@
+"""Fan-out: ask every role's service at once and assemble one answer, whatever fails.
+
+A role whose service is slow, dead or failing still appears, as ``unhealthy`` (health) or
+``unavailable`` (stats, backup info) with an ``error`` saying what happened. Service
+bodies are spliced into the answer as they came (``msgspec.Raw``), not re-encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from multidb.wire import UNAVAILABLE, UNHEALTHY, HealthReport, StatsReport
+from multidb_gateway.services import ServiceClient, ServiceUnreachableError
+
+_encode = msgspec.json.Encoder().encode
+PATHS = {"health": "/health", "stats": "/stats", "backup": "/backup/info"}
+
+
+class RoleAnswer(msgspec.Struct, frozen=True):
+    """One role's part of an aggregate: its body, whether it is good, its HTTP status."""
+
+    body: msgspec.Raw
+    ok: bool
+    status: int
+
+
+class BackupUnavailable(msgspec.Struct, kw_only=True):
+    database: str
+    status: str
+    error: str
+
+
+def _failure(kind: str, role: str, error: str) -> msgspec.Raw:
+    if kind == "health":
+        return msgspec.Raw(_encode(HealthReport(database=role, status=UNHEALTHY, error=error)))
+    if kind == "stats":
+        return msgspec.Raw(_encode(StatsReport(database=role, status=UNAVAILABLE, error=error)))
+    return msgspec.Raw(_encode(BackupUnavailable(database=role, status=UNAVAILABLE, error=error)))
+
+
+class Fleet:
+    """The aggregates of the public API over a :class:`ServiceClient`."""
+
+    def __init__(self, client: ServiceClient, timeout_ms: int) -> None:
+        self.client = client
+        self.timeout_ms = timeout_ms
+
+    async def ask(self, kind: str, role: str, headers: Mapping[str, str]) -> RoleAnswer:
+        """``kind`` (health, stats, backup) of one role; never raises for a service failure."""
+        try:
+            answer = await self.client.call(role, "GET", PATHS[kind], headers, self.timeout_ms)
+        except ServiceUnreachableError as exc:
+            status = 504 if exc.timed_out else 503
+            return RoleAnswer(
+                _failure(kind, role, f"service {exc.reason}"), ok=False, status=status
+            )
+        if answer.status in {401, 403}:
+            # Caller credentials the gateway accepted but the service did not: a misconfiguration.
+            error = f"service refused the credentials ({answer.status}); check JWT_SECRET/API_KEYS"
+            return RoleAnswer(_failure(kind, role, error), ok=False, status=502)
+        if answer.status == 200 or (answer.status == 503 and kind != "backup"):
+            # The service's own verdict (healthy, or unhealthy with the database's error).
+            return RoleAnswer(
+                msgspec.Raw(answer.body), ok=answer.status == 200, status=answer.status
+            )
+        error = f"service answered {answer.status}"
+        return RoleAnswer(_failure(kind, role, error), ok=False, status=502)
+
+    async def ask_all(
+        self, kind: str, roles: Iterable[str], headers: Mapping[str, str]
+    ) -> dict[str, RoleAnswer]:
+        names = list(roles)
+        answers = await asyncio.gather(*(self.ask(kind, role, headers) for role in names))
+        return dict(zip(names, answers, strict=True))
+
+    async def ask_one_by_one(
+        self, kind: str, roles: Iterable[str], headers: Mapping[str, str]
+    ) -> dict[str, RoleAnswer]:
+        """The same, serially: only to measure what the concurrent fan-out saves."""
+        return {role: await self.ask(kind, role, headers) for role in roles}
+
+
+class CachedHealth(msgspec.Struct, frozen=True):
+    report: dict[str, Any]
+    ok: bool
+    checked_at: float
+
+
+class HealthMonitor:
+    """Keeps each role's latest health, refreshed in the background (for frequent probes)."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        roles: Iterable[str],
+        interval_ms: int,
+        headers: Callable[[], Mapping[str, str]],
+    ) -> None:
+        self.fleet = fleet
+        self.roles = list(roles)
+        self.interval_s = interval_ms / 1000
+        self._headers = headers
+        self._latest: dict[str, CachedHealth] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="multidb-health-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def refresh(self) -> None:
+        answers = await self.fleet.ask_all("health", self.roles, self._headers())
+        now = time.monotonic()
+        self._latest = {
+            role: CachedHealth(_decode(answer.body), answer.ok, now)
+            for role, answer in answers.items()
+        }
+
+    def snapshot(self) -> tuple[bool, dict[str, dict[str, Any]]]:
+        """Every role's latest health with its ``age_s``; unchecked roles are unhealthy."""
+        now = time.monotonic()
+        body: dict[str, dict[str, Any]] = {}
+        healthy = True
+        for role in self.roles:
+            cached = self._latest.get(role)
+            if cached is None:
+                body[role] = {"database": role, "status": UNHEALTHY, "error": "not checked yet"}
+                healthy = False
+                continue
+            body[role] = {**cached.report, "age_s": round(now - cached.checked_at, 3)}
+            healthy = healthy and cached.ok
+        return healthy, body
+
+    async def _run(self) -> None:
+        while True:
+            # A failing round is reported by the answers themselves; the loop never dies.
+            await self.refresh()
+            await asyncio.sleep(self.interval_s)
+
+
+_decode = msgspec.json.Decoder(dict[str, Any]).decode

@@ -1,0 +1,175 @@
+"""The public API: the spec's ``/database/...`` paths and shapes, plus probes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+
+from multidb import auth
+from multidb.errors import NotFoundError
+from multidb.wire import BackupInfo, HealthReport, ModelsReport, StatsReport
+from multidb_gateway.execute_proxy import forward_execute
+from multidb_gateway.fleet import RoleAnswer
+from multidb_gateway.runtime import GatewayRuntime, forward_headers
+
+NO_AUTH = {"exclude_from_auth": True}
+JSON = "application/json"
+_encode = msgspec.json.Encoder().encode
+
+
+class Configured(msgspec.Struct):
+    databases: list[str]
+
+
+def _runtime(state: State) -> GatewayRuntime:
+    runtime: GatewayRuntime = state.gateway
+    return runtime
+
+
+def _role(runtime: GatewayRuntime, name: str) -> str:
+    if name not in runtime.roles:
+        raise NotFoundError(runtime.unknown(name))
+    return name
+
+
+def _aggregate(answers: dict[str, RoleAnswer], strict: bool) -> Response[bytes]:
+    body = _encode({role: answer.body for role, answer in answers.items()})
+    healthy = all(answer.ok for answer in answers.values())
+    return Response(body, status_code=200 if healthy or not strict else 503, media_type=JSON)
+
+
+def _single(answer: RoleAnswer) -> Response[bytes]:
+    return Response(
+        bytes(answer.body), status_code=200 if answer.ok else answer.status, media_type=JSON
+    )
+
+
+def _docs(model: type, unhealthy: str) -> dict[int, ResponseSpec]:
+    return {503: ResponseSpec(data_container=model, description=unhealthy)}
+
+
+@get("/livez", opt=NO_AUTH, tags=["probes"])
+async def livez() -> dict[str, str]:
+    """The gateway process answers; checks no dependency."""
+    return {"status": "alive"}
+
+
+@get("/readyz", opt=NO_AUTH, tags=["probes"])
+async def readyz(state: State) -> dict[str, Any]:
+    """Ready to serve; the audit trail's backlog and losses are visible here."""
+    runtime = _runtime(state)
+    return {
+        "status": "ready",
+        "roles": runtime.roles,
+        "audit": msgspec.to_builtins(runtime.audit.status()),
+    }
+
+
+@get(
+    "/database/health",
+    guards=[auth.requires(auth.READ)],
+    tags=["database"],
+    responses=_docs(dict[str, HealthReport], "at least one database is unhealthy"),
+)
+async def health_all(
+    request: Request[Any, Any, Any], state: State
+) -> Response[dict[str, HealthReport]]:
+    """Every role's health, checked live and concurrently; 503 when any is unhealthy."""
+    runtime = _runtime(state)
+    answers = await runtime.fleet.ask_all("health", runtime.roles, forward_headers(request))
+    return _aggregate(answers, strict=True)  # type: ignore[return-value]
+
+
+@get("/database/health/cached", guards=[auth.requires(auth.READ)], tags=["database"])
+async def health_cached(state: State) -> Response[dict[str, dict[str, Any]]]:
+    """Every role's latest background check (refreshed about every second), with ``age_s``."""
+    healthy, body = _runtime(state).monitor.snapshot()
+    return Response(body, status_code=200 if healthy else 503)
+
+
+@get("/database/stats", guards=[auth.requires(auth.READ)], tags=["database"])
+async def stats_all(
+    request: Request[Any, Any, Any], state: State
+) -> Response[dict[str, StatsReport]]:
+    """Every role's statistics; a role whose service or database is down is ``unavailable``."""
+    runtime = _runtime(state)
+    answers = await runtime.fleet.ask_all("stats", runtime.roles, forward_headers(request))
+    return _aggregate(answers, strict=False)  # type: ignore[return-value]
+
+
+@get("/database/configured", guards=[auth.requires(auth.READ)], tags=["database"])
+async def configured(state: State) -> Configured:
+    return Configured(databases=_runtime(state).roles)
+
+
+@get("/database/models", guards=[auth.requires(auth.READ)], tags=["database"])
+async def models_all(state: State) -> dict[str, list[str]]:
+    runtime = _runtime(state)
+    return {role: runtime.router.get_models_for_database(role) for role in runtime.roles}
+
+
+@get("/database/backup/info", guards=[auth.requires(auth.ADMIN)], tags=["database"])
+async def backup_all(
+    request: Request[Any, Any, Any], state: State
+) -> Response[dict[str, BackupInfo]]:
+    """Where every database lives; urls redacted, never a password."""
+    runtime = _runtime(state)
+    answers = await runtime.fleet.ask_all("backup", runtime.roles, forward_headers(request))
+    return _aggregate(answers, strict=False)  # type: ignore[return-value]
+
+
+@get(
+    "/database/{name:str}/health",
+    guards=[auth.requires(auth.READ)],
+    tags=["database"],
+    responses=_docs(HealthReport, "the database is unhealthy"),
+)
+async def health_one(
+    name: str, request: Request[Any, Any, Any], state: State
+) -> Response[HealthReport]:
+    runtime = _runtime(state)
+    answer = await runtime.fleet.ask("health", _role(runtime, name), forward_headers(request))
+    return _single(answer)  # type: ignore[return-value]
+
+
+@get("/database/{name:str}/stats", guards=[auth.requires(auth.READ)], tags=["database"])
+async def stats_one(
+    name: str, request: Request[Any, Any, Any], state: State
+) -> Response[StatsReport]:
+    runtime = _runtime(state)
+    answer = await runtime.fleet.ask("stats", _role(runtime, name), forward_headers(request))
+    return _single(answer)  # type: ignore[return-value]
+
+
+@get("/database/{name:str}/models", guards=[auth.requires(auth.READ)], tags=["database"])
+async def models_one(name: str, state: State) -> ModelsReport:
+    runtime = _runtime(state)
+    return ModelsReport(
+        database=name, models=runtime.router.get_models_for_database(_role(runtime, name))
+    )
+
+
+@post("/database/{name:str}/execute", opt=NO_AUTH, status_code=200, tags=["database"])
+async def execute(name: str, request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """Forward one statement to the role's service; exactly one audit record either way."""
+    return await forward_execute(_runtime(state), name, request)
+
+
+ROUTES = [
+    livez,
+    readyz,
+    health_all,
+    health_cached,
+    stats_all,
+    configured,
+    models_all,
+    backup_all,
+    health_one,
+    stats_one,
+    models_one,
+    execute,
+]

@@ -1,0 +1,77 @@
+"""What the gateway holds while it runs: settings, the service client, monitor and audit."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request
+
+from multidb import auth
+from multidb.request_id import request_id_of
+from multidb.router import DatabaseRouter
+from multidb_gateway.audit import AuditTrail
+from multidb_gateway.credentials import GatewayCredential
+from multidb_gateway.fleet import Fleet, HealthMonitor
+from multidb_gateway.services import ServiceClient, ServiceUnreachableError
+from multidb_gateway.settings import GatewaySettings
+
+AUDIT_PATH = "/audit/access"
+log = logging.getLogger("multidb.gateway")
+
+
+def forward_headers(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The caller's credentials and request id, for a call made on the caller's behalf."""
+    headers = {"x-request-id": request_id_of(request)}
+    for name in ("authorization", "x-api-key"):
+        value = request.headers.get(name)
+        if value:
+            headers[name] = value
+    return headers
+
+
+class GatewayRuntime:
+    def __init__(self, settings: GatewaySettings, router: DatabaseRouter) -> None:
+        self.settings = settings
+        self.router = router
+        self.roles = list(settings.services)
+        self.authenticator = auth.Authenticator(settings.core.jwt_secret, settings.core.api_keys)
+        self.credential = GatewayCredential(settings.core)
+        self.client = ServiceClient(settings.services)
+        self.fleet = Fleet(self.client, settings.service_timeout_ms)
+        self.monitor = HealthMonitor(
+            self.fleet, self.roles, settings.health_refresh_ms, self.credential.headers
+        )
+        self.audit = AuditTrail(self._send_audit, capacity=settings.audit_capacity)
+
+    def unknown(self, name: str) -> str:
+        return f"unknown database {name!r}; configured: {', '.join(self.roles) or 'none'}"
+
+    async def _send_audit(self, body: bytes) -> None:
+        if "logging" not in self.settings.services:
+            msg = "no logging service is configured to receive audit records"
+            raise RuntimeError(msg)
+        headers = {**self.credential.headers(), "content-type": "application/json"}
+        try:
+            answer = await self.client.call(
+                "logging", "POST", AUDIT_PATH, headers, self.settings.service_timeout_ms, body=body
+            )
+        except ServiceUnreachableError as exc:
+            raise RuntimeError(str(exc)) from None
+        if 400 <= answer.status < 500:
+            # Our own records refused: retrying would block every later batch behind this one.
+            log.error("logging service refused an audit batch (%s); batch dropped", answer.status)
+            return
+        if answer.status != 200:
+            msg = f"logging service answered {answer.status}"
+            raise RuntimeError(msg)
+
+    async def start(self) -> None:
+        await self.client.start()
+        await self.audit.start()
+        await self.monitor.start()
+
+    async def stop(self) -> None:
+        await self.monitor.stop()
+        await self.audit.stop()
+        await self.client.close()
