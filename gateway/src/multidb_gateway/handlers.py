@@ -71,7 +71,7 @@ async def readyz(state: State) -> dict[str, Any]:
 
 @get(
     "/database/health",
-    guards=[auth.requires(auth.READ)],
+    opt=auth.needs(auth.READ),
     tags=["database"],
     responses=_docs(dict[str, HealthReport], "at least one database is unhealthy"),
 )
@@ -84,14 +84,14 @@ async def health_all(
     return _aggregate(answers, strict=True)  # type: ignore[return-value]
 
 
-@get("/database/health/cached", guards=[auth.requires(auth.READ)], tags=["database"])
+@get("/database/health/cached", opt=auth.needs(auth.READ), tags=["database"])
 async def health_cached(state: State) -> Response[dict[str, dict[str, Any]]]:
     """Every role's latest background check (refreshed about every second), with ``age_s``."""
     healthy, body = _runtime(state).monitor.snapshot()
     return Response(body, status_code=200 if healthy else 503)
 
 
-@get("/database/stats", guards=[auth.requires(auth.READ)], tags=["database"])
+@get("/database/stats", opt=auth.needs(auth.READ), tags=["database"])
 async def stats_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, StatsReport]]:
@@ -101,18 +101,18 @@ async def stats_all(
     return _aggregate(answers, strict=False)  # type: ignore[return-value]
 
 
-@get("/database/configured", guards=[auth.requires(auth.READ)], tags=["database"])
+@get("/database/configured", opt=auth.needs(auth.READ), tags=["database"])
 async def configured(state: State) -> Configured:
     return Configured(databases=_runtime(state).roles)
 
 
-@get("/database/models", guards=[auth.requires(auth.READ)], tags=["database"])
+@get("/database/models", opt=auth.needs(auth.READ), tags=["database"])
 async def models_all(state: State) -> dict[str, list[str]]:
     runtime = _runtime(state)
     return {role: runtime.router.get_models_for_database(role) for role in runtime.roles}
 
 
-@get("/database/backup/info", guards=[auth.requires(auth.ADMIN)], tags=["database"])
+@get("/database/backup/info", opt=auth.needs(auth.ADMIN), tags=["database"])
 async def backup_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, BackupInfo]]:
@@ -124,7 +124,7 @@ async def backup_all(
 
 @get(
     "/database/{name:str}/health",
-    guards=[auth.requires(auth.READ)],
+    opt=auth.needs(auth.READ),
     tags=["database"],
     responses=_docs(HealthReport, "the database is unhealthy"),
 )
@@ -136,7 +136,7 @@ async def health_one(
     return _single(answer)  # type: ignore[return-value]
 
 
-@get("/database/{name:str}/stats", guards=[auth.requires(auth.READ)], tags=["database"])
+@get("/database/{name:str}/stats", opt=auth.needs(auth.READ), tags=["database"])
 async def stats_one(
     name: str, request: Request[Any, Any, Any], state: State
 ) -> Response[StatsReport]:
@@ -145,7 +145,7 @@ async def stats_one(
     return _single(answer)  # type: ignore[return-value]
 
 
-@get("/database/{name:str}/models", guards=[auth.requires(auth.READ)], tags=["database"])
+@get("/database/{name:str}/models", opt=auth.needs(auth.READ), tags=["database"])
 async def models_one(name: str, state: State) -> ModelsReport:
     runtime = _runtime(state)
     return ModelsReport(

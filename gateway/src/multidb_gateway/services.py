@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from multidb.errors import describe
 
@@ -36,12 +37,17 @@ class ServiceClient:
 
     def __init__(self, urls: Mapping[str, str]) -> None:
         self.urls = dict(urls)
+        self._yarl: dict[tuple[str, str], URL] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=128, keepalive_timeout=60)
+        # No cookies, no decompression, no user agent: nothing the services need, all per-call work.
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
@@ -62,7 +68,9 @@ class ServiceClient:
         if self._session is None:
             msg = "ServiceClient.start() was not awaited"
             raise RuntimeError(msg)
-        url = self.urls[role] + path
+        url = self._yarl.get((role, path))
+        if url is None:
+            url = self._yarl[role, path] = URL(self.urls[role] + path, encoded=True)
         try:
             async with (
                 asyncio.timeout(timeout_ms / 1000),

@@ -42,7 +42,8 @@ def multidb_health_detail(role: str, connection: asyncpg.Connection) -> Detail:
     """Add fields to a role's health answer.
 
     Called by the role's service on every ``GET /health`` once the database answered.
-    ``connection`` is an open asyncpg connection to the role's database (do not keep it).
+    ``connection`` is an open asyncpg connection to the role's database (do not keep it,
+    and leave no session state on it: the pool skips its reset for speed).
     Return a mapping (or an awaitable of one) whose keys are merged into the answer under
     ``detail``, or ``None``.
     """
@@ -62,8 +63,11 @@ def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | Non
     """Add routes to a role's own service.
 
     Called once when the role's service app is built. Return Litestar route handlers,
-    controllers or routers; they are mounted at the service's root and require the
-    ``db:read`` scope unless they declare guards of their own.
+    controllers or routers; they are mounted at the service's root, need authentication,
+    and need the ``db:read`` scope unless they declare another with
+    ``opt=multidb.auth.needs(...)``. Handlers may take ``state: State``: ``state.runtime``
+    is the role's :class:`~multidb.service.runtime.RoleRuntime` (its ``admin`` asyncpg pool
+    runs fixed statements; leave no session state behind on its connections).
     """
 
 

@@ -58,7 +58,7 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
     ]
     handlers: list[object] = list(ROUTES)
     if extra:
-        handlers.append(Router(path="/", route_handlers=extra, guards=[auth.requires(auth.READ)]))
+        handlers.append(Router(path="/", route_handlers=extra, opt=auth.needs(auth.READ)))
     return Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],

@@ -56,27 +56,27 @@ async def readyz(state: State) -> Response[Readiness]:
     return Response(body, status_code=200 if ready else 503)
 
 
-@get("/health", guards=[auth.requires(auth.READ)], tags=["database"])
+@get("/health", opt=auth.needs(auth.READ), tags=["database"])
 async def health(state: State) -> Response[HealthReport]:
     """The spec's health answer; 200 when healthy, 503 (same body, with ``error``) when not."""
     report = await _runtime(state).health()
     return Response(report, status_code=200 if report.status == HEALTHY else 503)
 
 
-@get("/stats", guards=[auth.requires(auth.READ)], tags=["database"])
+@get("/stats", opt=auth.needs(auth.READ), tags=["database"])
 async def stats(state: State) -> Response[StatsReport]:
     """The spec's statistics; 503 with ``status: unavailable`` when the database is down."""
     report = await _runtime(state).stats()
     return Response(report, status_code=200 if report.error is None else 503)
 
 
-@get("/models", guards=[auth.requires(auth.READ)], tags=["database"])
+@get("/models", opt=auth.needs(auth.READ), tags=["database"])
 async def models(state: State) -> ModelsReport:
     role = _runtime(state).spec.name
     return ModelsReport(database=role, models=state.router.get_models_for_database(role))
 
 
-@get("/backup/info", guards=[auth.requires(auth.ADMIN)], tags=["database"])
+@get("/backup/info", opt=auth.needs(auth.ADMIN), tags=["database"])
 async def backup_info(state: State) -> BackupInfo:
     """Where the data lives; the url is redacted and the password never shown."""
     database = _runtime(state).database
@@ -89,7 +89,7 @@ async def backup_info(state: State) -> BackupInfo:
     )
 
 
-@post("/execute", guards=[auth.requires(auth.EXECUTE)], status_code=200, tags=["database"])
+@post("/execute", opt=auth.needs(auth.EXECUTE), status_code=200, tags=["database"])
 async def execute_query(
     data: JSONBody[ExecuteRequest], request: Request[auth.Principal, Any, Any], state: State
 ) -> ExecuteResult:

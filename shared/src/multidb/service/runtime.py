@@ -26,6 +26,10 @@ UNREACHABLE: tuple[type[Exception], ...] = (TimeoutError, *CONNECTION_ERRORS)
 ADMIN_POOL_SIZE = 2
 
 
+async def _keep_session(_: asyncpg.Connection) -> None:
+    return None
+
+
 def _json_text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
@@ -69,7 +73,12 @@ class RoleRuntime:
         self.database = database
         self.settings = settings
         self.plugins = plugins
-        self.admin = _pool(database, database.username, database.password, ADMIN_POOL_SIZE)
+        # The admin pool runs only our fixed read-only catalog queries, which leave no session
+        # state behind: skipping asyncpg's reset-on-release saves a round trip per check.
+        # Execute pools keep the reset, since user SQL may leave state.
+        self.admin = _pool(
+            database, database.username, database.password, ADMIN_POOL_SIZE, reset=_keep_session
+        )
         self._execute_pools: dict[bool, asyncpg.Pool] = {}
         self._provision_lock = asyncio.Lock()
         self.size: probes.SizeSample | None = None
