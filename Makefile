@@ -17,12 +17,24 @@ sync: uv ## Create .venv from uv.lock (every workspace member, dev tools)
 	@$(UV) sync --locked --quiet
 
 .PHONY: run
-run: sync ## Start the local stack: embedded PostgreSQL, migrations, every role's service
-	@$(UV) run --locked python -m multidb.stack
+run: sync ## Start the local stack: embedded PostgreSQL, migrations, four services, gateway
+	@$(UV) run --locked multidb up
 
 .PHONY: test
 test: sync ## Run the whole test suite (starts its own embedded PostgreSQL)
 	@$(UV) run --locked pytest $(PYTEST_ARGS)
+
+.PHONY: migrate
+migrate: sync ## Migrate every configured role to head (ROLES="a b" for some; see multidb migrate -h)
+	@$(UV) run --locked multidb migrate $(ROLES)
+
+.PHONY: up
+up: ## docker compose: the multi-server stack (needs a Docker engine, API_KEYS and JWT_SECRET)
+	docker compose --profile multi-db up -d --build
+
+.PHONY: down
+down: ## docker compose: stop the multi-server stack
+	docker compose --profile multi-db down
 
 .PHONY: bench
 bench: sync ## Benchmark the gateway against direct service calls (prints figures and targets)

@@ -1,15 +1,19 @@
-"""The local stack in one command (``make run``): PostgreSQL, migrations, every role's service.
+"""The local stack in one command (``make run`` / ``multidb up``).
 
-When the environment (or ``.env``) names database servers (``DB_HOST`` ...), those are
-used; otherwise an embedded PostgreSQL runs from ``.data/pg`` (kept between runs). A
+PostgreSQL, migrations, every role's service and the gateway, each service its own
+process. When the environment (or ``.env``) names database servers, those are used;
+otherwise an embedded PostgreSQL runs from ``.data/pg`` (kept between runs). A
 development API key and JWT secret are generated once into ``.data/credentials.json``
-unless ``API_KEYS``/``JWT_SECRET`` are set. Ctrl-C stops everything this started.
+unless ``API_KEYS``/``JWT_SECRET`` are set. A crashed process is restarted with backoff;
+Ctrl-C (SIGINT) or SIGTERM stops everything this started, PostgreSQL included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import logging
 import os
 import secrets
 import signal
@@ -18,6 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -26,10 +31,16 @@ import msgspec
 from multidb import migrations
 from multidb.embedded import EmbeddedPostgres
 from multidb.plugins import get_roles
-from multidb.settings import SettingsError, load_settings, read_environment
+from multidb.roles import RoleSpec
+from multidb.settings import load_settings, read_environment, variable_name
 
-DATA = Path(".data")
+log = logging.getLogger("multidb.stack")
+
 READY_TIMEOUT_S = 60.0
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
+GATEWAY = "gateway"
+GATEWAY_PORT = 8000
 
 
 class Credentials(msgspec.Struct, frozen=True, kw_only=True):
@@ -37,7 +48,8 @@ class Credentials(msgspec.Struct, frozen=True, kw_only=True):
     jwt_secret: str
 
 
-def _credentials(folder: Path) -> Credentials:
+def load_credentials(folder: Path) -> Credentials:
+    """The development credentials, made once and kept in ``folder``."""
     path = folder / "credentials.json"
     if path.exists():
         return msgspec.json.decode(path.read_bytes(), type=Credentials)
@@ -47,7 +59,34 @@ def _credentials(folder: Path) -> Credentials:
     return made
 
 
-def _pid_alive(pid: int) -> bool:
+def names_servers(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> bool:
+    """Whether the environment points any role at a database server of its own."""
+    return any(env.get(variable_name(spec, "host")) for spec in roles.values())
+
+
+class AlreadyRunningError(RuntimeError):
+    pass
+
+
+class StackLock:
+    """``.data/stack.pid``: one stack per folder; a stale file (dead pid) is taken over."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "stack.pid"
+
+    def acquire(self) -> None:
+        if self.path.exists():
+            text = self.path.read_text().strip()
+            if text.isdigit() and _alive(int(text)):
+                msg = f"the local stack is already running (pid {text}); stop it with Ctrl-C first"
+                raise AlreadyRunningError(msg)
+        self.path.write_text(str(os.getpid()))
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -57,92 +96,164 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _claim(folder: Path) -> Path:
-    lock = folder / "stack.pid"
-    if lock.exists():
-        text = lock.read_text().strip()
-        if text.isdigit() and _pid_alive(int(text)):
-            msg = f"the local stack is already running (pid {text}); stop it with Ctrl-C first"
-            raise SystemExit(msg)
-    lock.write_text(str(os.getpid()))
-    return lock
+def _ready(url: str) -> bool:
+    with (
+        contextlib.suppress(urllib.error.URLError, OSError),
+        urllib.request.urlopen(url, timeout=1) as response,  # noqa: S310 - our own URL
+    ):
+        return bool(response.status == 200)
+    return False
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], role: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            msg = f"the {role} service exited with code {process.returncode}"
-            raise SystemExit(msg)
-        with (
-            contextlib.suppress(urllib.error.URLError, OSError),
-            urllib.request.urlopen(url, timeout=1) as response,  # noqa: S310 - our own http URL
-        ):
-            if response.status == 200:
+class Supervised:
+    """One child process: started, watched, restarted with backoff after a crash."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], url: str) -> None:
+        self.name = name
+        self.command = command
+        self.env = env
+        self.url = url
+        self.process: subprocess.Popen[bytes] | None = None
+        self.backoff_s = BACKOFF_START_S
+        self.restart_at: float | None = None
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        # Own process group: a terminal's Ctrl-C reaches us, and we stop children in order.
+        self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our modules
+            self.command, env=self.env, start_new_session=True
+        )
+        self.started_at = time.monotonic()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = self.process.returncode if self.process else None
+                msg = f"the {self.name} process exited with code {code} before it was ready"
+                raise RuntimeError(msg)
+            if _ready(f"{self.url}/readyz"):
                 return
-        time.sleep(0.1)
-    msg = f"the {role} service was not ready within {READY_TIMEOUT_S:.0f} s ({url})"
-    raise SystemExit(msg)
+            time.sleep(0.05)
+        msg = f"the {self.name} process was not ready within {READY_TIMEOUT_S:.0f} s"
+        raise RuntimeError(msg)
+
+    def watch(self) -> None:
+        """Restart after a crash, waiting longer after each crash that came quickly."""
+        now = time.monotonic()
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.restart_at = None
+                log.warning("restarting %s", self.name)
+                self.start()
+            return
+        if self.process is None or self.process.poll() is None:
+            return
+        if now - self.started_at > BACKOFF_MAX_S:
+            self.backoff_s = BACKOFF_START_S  # it had run well for a while: start afresh
+        log.error(
+            "%s exited with code %s; restarting in %.1f s",
+            self.name,
+            self.process.returncode,
+            self.backoff_s,
+        )
+        self.restart_at = now + self.backoff_s
+        self.backoff_s = min(self.backoff_s * 2, BACKOFF_MAX_S)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
+    def wait(self) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
-def main() -> int:
-    DATA.mkdir(exist_ok=True)
-    lock = _claim(DATA)
-    env = read_environment()
-    roles = get_roles()
+class _StopRequestedError(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+def _raise_stop(signum: int, _: FrameType | None) -> None:
+    raise _StopRequestedError
+
+
+def run_stack(folder: Path, say: Callable[[str], None]) -> int:
+    """Bring the whole stack up, keep it up until a signal, then bring it all down."""
+    folder.mkdir(exist_ok=True)
+    lock = StackLock(folder)
+    lock.acquire()
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
     server: EmbeddedPostgres | None = None
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    def stop(signum: int, _: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    children: list[Supervised] = []
     try:
-        if not env.get("DB_HOST"):
-            print("starting the embedded PostgreSQL in .data/pg ...", flush=True)
-            server = EmbeddedPostgres(DATA / "pg")
+        env = read_environment()
+        roles = get_roles()
+        if names_servers(env, roles):
+            say("using the database servers named by the environment")
+        else:
+            say(f"starting the embedded PostgreSQL in {folder / 'pg'}")
+            server = EmbeddedPostgres(folder / "pg")
             server.start()
             asyncio.run(server.create_databases(spec.database for spec in roles.values()))
             env.update(server.environment(roles))
-        credentials = _credentials(DATA)
+        credentials = load_credentials(folder)
         env.setdefault("API_KEYS", credentials.api_key)
         env.setdefault("JWT_SECRET", credentials.jwt_secret)
-        try:
-            settings = load_settings(env, roles)
-        except SettingsError as exc:
-            print(f"configuration error: {exc}", file=sys.stderr)
-            return 2
+        settings = load_settings(env, roles)
         for name, database in settings.databases.items():
-            print(f"migrating {name} ...", flush=True)
+            say(f"migrating {name} to head")
             migrations.upgrade(roles[name], "head", database)
-        child_env = {**os.environ, **env, "MULTI_DB_ENV_FILE": os.devnull}
-        for name in settings.databases:
-            processes[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "multidb.service", name], env=child_env
-            )
-        for name, process in processes.items():
-            port = int(env.get(f"MULTI_DB_{name.upper()}_SERVICE_PORT", roles[name].port))
-            _wait_ready(f"http://127.0.0.1:{port}/readyz", process, name)
-            print(f"  {name:<10} http://127.0.0.1:{port}  (docs: /schema)", flush=True)
-        print(
-            f"ready. API key: {env['API_KEYS'].split(',')[0]}  (Ctrl-C stops everything)",
-            flush=True,
-        )
-        while all(process.poll() is None for process in processes.values()):
-            time.sleep(0.5)
-        return 1
-    except KeyboardInterrupt:
+        children = _children(env, roles, list(settings.databases))
+        for child in children:
+            say(f"starting {child.name}")
+            child.start()
+        for child in children:
+            child.wait_ready()
+            say(f"  {child.name:<10} {child.url}   (OpenAPI: {child.url}/schema)")
+        say(f"ready. API key: {env['API_KEYS'].split(',')[0]}")
+        say(f"       JWT secret: {env['JWT_SECRET']}")
+        say("       a token: uv run multidb token --scopes db:read,db:execute")
+        say("Ctrl-C stops everything.")
+        while True:
+            for child in children:
+                child.watch()
+            time.sleep(0.2)
+    except _StopRequestedError:
+        say("stopping ...")
         return 0
     finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for child in reversed(children):
+            child.stop()
+        for child in children:
+            child.wait()
         if server is not None:
             server.stop()
-        lock.unlink(missing_ok=True)
+        lock.release()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _children(
+    env: dict[str, str], roles: Mapping[str, RoleSpec], configured: list[str]
+) -> list[Supervised]:
+    child_env = {**os.environ, **env, "MULTI_DB_ENV_FILE": os.devnull}
+    children = []
+    for name in configured:
+        port = int(env.get(f"MULTI_DB_{name.upper()}_SERVICE_PORT") or roles[name].port)
+        url = f"http://127.0.0.1:{port}"
+        child_env.setdefault(f"MULTI_DB_{name.upper()}_SERVICE_URL", url)
+        command = [sys.executable, "-m", "multidb.service", name, "--port", str(port)]
+        children.append(Supervised(name, command, child_env, url))
+    if importlib.util.find_spec("multidb_gateway") is not None:
+        port = int(env.get("MULTI_DB_GATEWAY_PORT") or GATEWAY_PORT)
+        command = [sys.executable, "-m", "multidb_gateway", "--port", str(port)]
+        children.append(Supervised(GATEWAY, command, child_env, f"http://127.0.0.1:{port}"))
+    return children

@@ -1,0 +1,258 @@
+"""``multidb``: the everyday commands (``make`` calls these).
+
+    multidb up                      the local stack (what ``make run`` does)
+    multidb migrate [ROLE ...]      upgrade to head (or --revision REV, --downgrade REV, --status)
+    multidb roles                   discovered roles: port, database, models, configured
+    multidb health                  the fleet's health through the gateway, as a table
+    multidb token --scopes S,...    mint a JWT signed with JWT_SECRET
+
+Output is aligned for a terminal and plain (no colour) when piped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from multidb import migrations
+from multidb.auth import ALL_SCOPES, API_KEY_HEADER, mint_token
+from multidb.embedded import EmbeddedPostgres
+from multidb.plugins import get_roles
+from multidb.roles import RoleSpec
+from multidb.settings import (
+    DatabaseSettings,
+    Settings,
+    SettingsError,
+    get_settings,
+    load_settings,
+    read_environment,
+)
+from multidb.stack import GATEWAY_PORT, AlreadyRunningError, load_credentials, run_stack
+
+DATA = Path(".data")
+
+
+def _colour(text: str, code: str) -> str:
+    return f"\033[{code}m{text}\033[0m" if sys.stdout.isatty() else text
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def cmd_up(_: argparse.Namespace) -> int:
+    def say(message: str) -> None:
+        print(
+            _colour("==> ", "1;34") + message if not message.startswith(" ") else message,
+            flush=True,
+        )
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        return run_stack(DATA, say)
+    except AlreadyRunningError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
+def _settings_or_embedded() -> tuple[Settings, EmbeddedPostgres | None]:
+    """The configured settings; without any, the embedded cluster of ``make run`` (started)."""
+    settings = get_settings()
+    embedded = EmbeddedPostgres(DATA / "pg")
+    if settings.databases or not embedded.state_file.exists():
+        return settings, None
+    was_running = embedded.is_running()
+    embedded.start()
+    env = {**read_environment(), **embedded.environment(get_roles())}
+    return load_settings(env, get_roles()), None if was_running else embedded
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    roles = get_roles()
+    settings, started = _settings_or_embedded()
+    try:
+        return _migrate(args, roles, settings)
+    finally:
+        if started is not None:
+            started.stop()
+
+
+def _migrate(args: argparse.Namespace, roles: dict[str, RoleSpec], settings: Settings) -> int:
+    chosen = args.roles or list(settings.databases)
+    for name in chosen:
+        if name not in roles:
+            print(f"unknown role {name!r}; installed: {', '.join(roles)}", file=sys.stderr)
+            return 2
+        if name not in settings.databases:
+            print(
+                f"role {name!r} has no database configured (set {roles[name].prefix}HOST)",
+                file=sys.stderr,
+            )
+            return 2
+    rows = [["role", "database", "current", "head"]]
+    for name in chosen:
+        spec, database = roles[name], settings.databases[name]
+        if args.downgrade:
+            print(f"{name}: downgrading to {args.downgrade}", flush=True)
+            migrations.downgrade(spec, args.downgrade, database)
+        elif not args.status:
+            print(f"{name}: upgrading to {args.revision}", flush=True)
+            migrations.upgrade(spec, args.revision, database)
+        current = asyncio.run(_current(spec, database)) or "base"
+        rows.append([name, database.database, current, migrations.head_revision(spec) or "-"])
+    print(_table(rows))
+    return 0
+
+
+async def _current(spec: RoleSpec, database: DatabaseSettings) -> str | None:
+    engine = create_async_engine(database.url(), poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(lambda sync: migrations.current_revision(sync, spec))
+    finally:
+        await engine.dispose()
+
+
+def cmd_roles(_: argparse.Namespace) -> int:
+    env = read_environment()
+    try:
+        configured = set(get_settings().databases)
+    except SettingsError:
+        configured = set()
+    fallback = "embedded" if (DATA / "pg" / "state.json").exists() else "no"
+    rows = [["role", "port", "database", "configured", "models"]]
+    for name, spec in get_roles().items():
+        port = env.get(f"MULTI_DB_{name.upper()}_SERVICE_PORT") or str(spec.port)
+        where = "env" if name in configured else fallback
+        rows.append([name, port, spec.database, where, ", ".join(spec.model_names)])
+    print(_table(rows))
+    return 0
+
+
+def _credentials_headers(env: dict[str, str]) -> dict[str, str]:
+    keys = [
+        key for key in env.get("API_KEYS", "").split(",") if key and not key.startswith("sha256:")
+    ]
+    if keys:
+        return {API_KEY_HEADER: keys[0]}
+    if env.get("JWT_SECRET"):
+        return {"Authorization": f"Bearer {mint_token(env['JWT_SECRET'], 'cli', ['db:read'], 60)}"}
+    if (DATA / "credentials.json").exists():
+        return {API_KEY_HEADER: load_credentials(DATA).api_key}
+    return {}
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    env = read_environment()
+    url = args.url or f"http://127.0.0.1:{env.get('MULTI_DB_GATEWAY_PORT') or GATEWAY_PORT}"
+    request = urllib.request.Request(f"{url}/database/health", headers=_credentials_headers(env))  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            body = json.load(response)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 503:
+            print(
+                f"the gateway answered {exc.code}: {exc.read().decode(errors='replace')}",
+                file=sys.stderr,
+            )
+            return 2
+        body = json.load(exc)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"cannot reach the gateway at {url}: {exc}", file=sys.stderr)
+        return 2
+    rows = [["role", "status", "database", "version", "latency ms", "error"]]
+    for role, report in body.items():
+        status = report.get("status", "?")
+        rows.append(
+            [
+                role,
+                status,
+                report.get("database_name") or "",
+                report.get("version") or "",
+                str(report.get("latency_ms") or ""),
+                report.get("error") or "",
+            ]
+        )
+    table = _table(rows)
+    for status, code in (("unhealthy", "31"), ("healthy", "32")):
+        table = table.replace(f"  {status}  ", f"  {_colour(status, code)}  ")
+    print(table)
+    return 0 if all(report.get("status") == "healthy" for report in body.values()) else 1
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    secret = read_environment().get("JWT_SECRET") or (
+        load_credentials(DATA).jwt_secret if (DATA / "credentials.json").exists() else ""
+    )
+    if not secret:
+        print("JWT_SECRET is not set (environment, .env, or run `make run` once)", file=sys.stderr)
+        return 2
+    scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
+    try:
+        print(mint_token(secret, args.subject, scopes, args.lifetime))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="multidb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start the local stack").set_defaults(run=cmd_up)
+    migrate = commands.add_parser("migrate", help="run role migrations")
+    migrate.add_argument("roles", nargs="*", help="roles (default: every configured role)")
+    migrate.add_argument(
+        "--revision", default="head", help="upgrade to this revision (default head)"
+    )
+    migrate.add_argument(
+        "--downgrade", metavar="REV", help="downgrade to this revision (e.g. base)"
+    )
+    migrate.add_argument(
+        "--status", action="store_true", help="only show current and head revisions"
+    )
+    migrate.set_defaults(run=cmd_migrate)
+    commands.add_parser("roles", help="list discovered roles").set_defaults(run=cmd_roles)
+    health = commands.add_parser("health", help="the fleet's health via the gateway")
+    health.add_argument("--url", help=f"gateway base URL (default http://127.0.0.1:{GATEWAY_PORT})")
+    health.set_defaults(run=cmd_health)
+    token = commands.add_parser("token", help="mint a JWT")
+    token.add_argument(
+        "--scopes", default="db:read", help=f"comma-separated, of {', '.join(sorted(ALL_SCOPES))}"
+    )
+    token.add_argument("--lifetime", type=int, default=3600, help="seconds (default 3600)")
+    token.add_argument("--subject", default="cli", help="the token's 'sub' claim")
+    token.set_defaults(run=cmd_token)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
