@@ -38,6 +38,7 @@ def test_make_run_on_a_fresh_clone_serves_four_healthy_roles_and_stops_clean(
     with pytest.raises(RuntimeError, match="already running"):
         second.start(timeout_s=120)
 
-    assert stack.stop() in {0, 2, 130}
+    # make re-raises the SIGINT it got once its child (multidb up) has cleaned up.
+    assert stack.stop() in {0, -2}
     assert stack.leftovers() == []
     assert (Path(stack.folder) / ".data" / "credentials.json").exists()
