@@ -37,8 +37,9 @@ down: ## docker compose: stop the multi-server stack
 	docker compose --profile multi-db down
 
 .PHONY: bench
-bench: sync ## Benchmark the gateway against direct service calls (prints figures and targets)
+bench: sync ## Gateway vs direct service figures, and make run's time to ready (prints targets)
 	@$(UV) run --locked python bench/fleet_bench.py
+	@$(UV) run --locked python bench/startup_bench.py
 
 .PHONY: lint
 lint: sync ## ruff (lint + format check) and mypy
