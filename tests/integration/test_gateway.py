@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from multidb.embedded import EmbeddedPostgres
 from multidb.settings import Settings
 from tests.conftest import ADMIN, API_KEY, BUILTIN_ROLES, bearer, token
 from tests.fleet import ProcessFleet
+from tests.processes import wait_ready
 
 SPEC_MODELS = {
     "default": ["User", "People", "Media", "IdentityDocument", "AuditLog", "OCRJob", "Mediable"],
@@ -295,10 +298,6 @@ def test_stopped_database_is_reported_then_recovers(
 
 def _start_unmigrated(fleet: ProcessFleet, env: dict[str, str]) -> Any:
     # The spare database has no migrations, so /readyz stays 503: wait on /livez instead.
-    import subprocess
-
-    from tests.processes import wait_ready
-
     process = subprocess.Popen(
         fleet.command("archive"),
         env={**fleet.env, **env},
@@ -344,3 +343,44 @@ async def _burst(base: str, count: int) -> list[int]:
 def test_four_hundred_concurrent_requests_are_all_answered(fleet: ProcessFleet) -> None:
     statuses = asyncio.run(_burst(fleet.gateway, 400))
     assert statuses == [200] * 400
+
+
+def _multidb(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "multidb.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_health_roles_token_and_migrate_status(
+    fleet: ProcessFleet, client: httpx.Client
+) -> None:
+    health = _multidb("health", "--url", fleet.gateway, env=fleet.env)
+    assert health.returncode == 0, health.stderr
+    lines = health.stdout.splitlines()
+    assert lines[0].split() == ["role", "status", "database", "version", "latency", "ms", "error"]
+    assert [line.split()[:2] for line in lines[2:]] == [[role, "healthy"] for role in BUILTIN_ROLES]
+    assert "\033[" not in health.stdout, "plain output when piped"
+
+    roles = _multidb("roles", env=fleet.env)
+    assert [line.split()[0] for line in roles.stdout.splitlines()[2:]] == BUILTIN_ROLES
+
+    status = _multidb("migrate", "--status", env=fleet.env)
+    assert status.returncode == 0, status.stderr
+    rows = [line.split() for line in status.stdout.splitlines()[2:]]
+    assert [(row[0], row[2], row[3]) for row in rows] == [
+        (role, "0001", "0001") for role in BUILTIN_ROLES
+    ]
+
+    minted = _multidb("token", "--scopes", "db:read", "--lifetime", "60", env=fleet.env)
+    assert minted.returncode == 0, minted.stderr
+    token_headers = {"Authorization": f"Bearer {minted.stdout.strip()}"}
+    assert client.get("/database/configured", headers=token_headers).status_code == 200
+    assert client.get("/database/backup/info", headers=token_headers).status_code == 403
+    bad = _multidb("token", "--scopes", "db:root", env=fleet.env)
+    assert bad.returncode == 2
+    assert "unknown scope" in bad.stderr

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.clone_stack import ROLES, ClonedStack, clone
@@ -33,6 +35,23 @@ def test_make_run_on_a_fresh_clone_serves_four_healthy_roles_and_stops_clean(
     assert list(body) == list(ROLES)
     assert all(report["status"] == "healthy" for report in body.values())
 
+    # A crashed service is restarted (with backoff) and the fleet is whole again.
+    victim = next(
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if f"--port {stack.ports['analytics']}" in " ".join(process.info["cmdline"] or [])
+    )
+    victim.kill()
+    deadline = time.monotonic() + 30
+    while True:
+        response = httpx.get(
+            f"{stack.gateway}/database/health", headers={"X-API-Key": stack.api_key}, timeout=10
+        )
+        if response.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert response.status_code == 200
+
     second = ClonedStack(stack.folder)
     second.ports = stack.ports
     with pytest.raises(RuntimeError, match="already running"):
@@ -41,4 +60,7 @@ def test_make_run_on_a_fresh_clone_serves_four_healthy_roles_and_stops_clean(
     # make re-raises the SIGINT it got once its child (multidb up) has cleaned up.
     assert stack.stop() in {0, -2}
     assert stack.leftovers() == []
+    # The crash was logged, and the restart too.
+    assert any("analytics exited with code" in line for line in stack.output)
+    assert any("restarting analytics" in line for line in stack.output)
     assert (Path(stack.folder) / ".data" / "credentials.json").exists()

@@ -64,7 +64,7 @@ class ExecuteRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     read_only: bool = True
 
 
-class ExecuteResult(msgspec.Struct, kw_only=True):
+class ExecuteResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     database: str
     query: str
     params: dict[str, Any]
