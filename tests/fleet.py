@@ -45,7 +45,8 @@ class ProcessFleet:
     def command(self, name: str) -> list[str]:
         port = str(self.ports[name])
         if name == GATEWAY:
-            return [sys.executable, "-m", "multidb_gateway", "--port", port]
+            # The installed console script, as the README says to run it.
+            return [str(Path(sys.executable).parent / "multidb-gateway"), "--port", port]
         return [sys.executable, "-m", "multidb.service", name, "--port", port]
 
     def start(self, name: str, env: dict[str, str] | None = None) -> None:

@@ -112,6 +112,38 @@ def test_fifth_role_is_discovered_configured_routed_migrated_and_served(
                 "/execute", headers=headers, json={"query": "SELECT count(*) FROM report_snapshots"}
             )
             assert allowed.json()["result"] == [[0]]
+        # The gateway discovers the new role through the same entry point, unchanged.
+        gateway_port = free_port()
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "multidb_gateway", "--port", str(gateway_port)],
+            env={**process_env, "MULTI_DB_REPORTING_SERVICE_URL": base},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            front = f"http://127.0.0.1:{gateway_port}"
+            wait_ready(gateway, f"{front}/readyz")
+            with httpx.Client(base_url=front, timeout=10) as client:
+                configured = client.get("/database/configured", headers=headers).json()
+                assert configured["databases"][-1] == "reporting"
+                assert client.get("/database/models", headers=headers).json()["reporting"] == [
+                    "ReportSnapshot"
+                ]
+                health = client.get("/database/health", headers=headers).json()
+                assert health["reporting"]["status"] == "healthy"
+                assert (
+                    client.get("/database/reporting/stats", headers=headers).json()["status"]
+                    == "available"
+                )
+                executed = client.post(
+                    "/database/reporting/execute",
+                    headers=headers,
+                    json={"query": "SELECT title FROM report_snapshots WHERE title = 'secret'"},
+                )
+                assert executed.status_code == 403
+        finally:
+            gateway.terminate()
+            gateway.wait(timeout=10)
     finally:
         service.terminate()
         service.wait(timeout=10)

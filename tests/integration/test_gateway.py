@@ -384,3 +384,21 @@ def test_cli_health_roles_token_and_migrate_status(
     bad = _multidb("token", "--scopes", "db:root", env=fleet.env)
     assert bad.returncode == 2
     assert "unknown scope" in bad.stderr
+
+
+def test_cli_migrate_one_role_down_and_up(
+    fleet: ProcessFleet, embedded: EmbeddedPostgres | None
+) -> None:
+    if embedded is None:
+        pytest.skip("needs the embedded server for a scratch database")
+    asyncio.run(embedded.create_databases(["cli_scratch"]))
+    env = {**fleet.env, "MULTI_DB_ANALYTICS_DATABASE": "cli_scratch"}
+    up = _multidb("migrate", "analytics", env=env)
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.splitlines()[-1].split() == ["analytics", "cli_scratch", "0001", "0001"]
+    down = _multidb("migrate", "analytics", "--downgrade", "base", env=env)
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.splitlines()[-1].split() == ["analytics", "cli_scratch", "base", "0001"]
+    unknown = _multidb("migrate", "nope", env=env)
+    assert unknown.returncode == 2
+    assert "unknown role 'nope'" in unknown.stderr
