@@ -42,12 +42,14 @@ class ServiceClient:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=128, keepalive_timeout=60)
-        # No cookies, no decompression, no user agent: nothing the services need, all per-call work.
+        # No cookies, decompression, default headers or aiohttp timer (asyncio.timeout bounds
+        # each call): nothing the services need, all of it work on every call.
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),
         )
 
     async def close(self) -> None:
