@@ -133,13 +133,7 @@ def record(**changes: object) -> AccessRecord:
 
 
 async def _connect(database: DatabaseSettings) -> asyncpg.Connection:
-    return await asyncpg.connect(
-        host=database.host,
-        port=database.port,
-        user=database.username,
-        password=database.password,
-        database=database.database,
-    )
+    return await database.connect()
 
 
 async def stored(database: DatabaseSettings, records: list[AccessRecord]) -> list[asyncpg.Record]:

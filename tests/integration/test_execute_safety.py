@@ -85,9 +85,7 @@ WRITE_MODE_ESCAPES = [
 
 async def _admin(settings: Settings) -> asyncpg.Connection:
     db = settings.databases["analytics"]
-    return await asyncpg.connect(
-        host=db.host, port=db.port, user=db.username, password=db.password, database=db.database
-    )
+    return await db.connect()
 
 
 async def _snapshot(conn: asyncpg.Connection) -> dict[str, Any]:

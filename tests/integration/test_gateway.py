@@ -165,9 +165,7 @@ async def _access_rows(
     settings: Settings, request_ids: list[str], expected: int
 ) -> list[asyncpg.Record]:
     db = settings.databases["logging"]
-    conn = await asyncpg.connect(
-        host=db.host, port=db.port, user=db.username, password=db.password, database=db.database
-    )
+    conn = await db.connect()
     try:
         deadline = time.monotonic() + 10
         while True:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import pytest
 from alembic import command
 
@@ -16,13 +15,7 @@ from tests.conftest import BUILTIN_ROLES
 
 
 async def _tables(database: DatabaseSettings) -> set[str]:
-    conn = await asyncpg.connect(
-        host=database.host,
-        port=database.port,
-        user=database.username,
-        password=database.password,
-        database=database.database,
-    )
+    conn = await database.connect()
     try:
         rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         return {row["tablename"] for row in rows}

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import msgspec
 import pytest
 
@@ -187,13 +186,7 @@ async def test_login_without_createrole_gives_a_clear_503_on_execute(
     service_client: Any, settings: Settings
 ) -> None:
     admin = settings.databases["archive"]
-    conn = await asyncpg.connect(
-        host=admin.host,
-        port=admin.port,
-        user=admin.username,
-        password=admin.password,
-        database=admin.database,
-    )
+    conn = await admin.connect()
     await conn.execute("DROP ROLE IF EXISTS plain_login")
     await conn.execute("CREATE ROLE plain_login LOGIN PASSWORD 'plain-pw'")
     await conn.close()

@@ -19,7 +19,6 @@ import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import asyncpg
 import msgspec
 
 with warnings.catch_warnings():
@@ -167,14 +166,14 @@ class EmbeddedPostgres:
 
     async def create_databases(self, names: Iterable[str]) -> None:
         """Create each database that does not exist yet."""
-        state = self.state
-        conn = await asyncpg.connect(
+        admin = DatabaseSettings(
             host="127.0.0.1",
-            port=state.port,
-            user=SUPERUSER,
-            password=state.password,
+            port=self.state.port,
+            username=SUPERUSER,
+            password=self.state.password,
             database="postgres",
         )
+        conn = await admin.connect()
         try:
             existing = {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
             for name in names:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
+import asyncpg
 import msgspec
 from dotenv import dotenv_values
 from sqlalchemy.engine import URL
@@ -66,6 +67,21 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             port=self.port,
             database=self.database,
         )
+
+    @property
+    def connect_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for ``asyncpg.connect`` / ``asyncpg.create_pool``."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.username,
+            "password": self.password or None,
+            "database": self.database,
+        }
+
+    async def connect(self) -> asyncpg.Connection:
+        """One plain asyncpg connection with these settings (the caller closes it)."""
+        return await asyncpg.connect(**self.connect_arguments)
 
     @property
     def display_url(self) -> str:

@@ -41,21 +41,11 @@ async def _init_execute_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-def _pool(
-    database: DatabaseSettings, user: str, password: str, size: int, **extra: Any
-) -> asyncpg.Pool:
+def _pool(database: DatabaseSettings, size: int, **extra: Any) -> asyncpg.Pool:
     # min_size=0: creating the pool opens nothing, so a service starts with its database down.
+    arguments = {**database.connect_arguments, **extra}
     return asyncpg.create_pool(
-        host=database.host,
-        port=database.port,
-        database=database.database,
-        user=user,
-        password=password or None,
-        min_size=0,
-        max_size=size,
-        timeout=10,
-        command_timeout=None,
-        **extra,
+        min_size=0, max_size=size, timeout=10, command_timeout=None, **arguments
     )
 
 
@@ -76,9 +66,7 @@ class RoleRuntime:
         # The admin pool runs only our fixed read-only catalog queries, which leave no session
         # state behind: skipping asyncpg's reset-on-release saves a round trip per check.
         # Execute pools keep the reset, since user SQL may leave state.
-        self.admin = _pool(
-            database, database.username, database.password, ADMIN_POOL_SIZE, reset=_keep_session
-        )
+        self.admin = _pool(database, ADMIN_POOL_SIZE, reset=_keep_session)
         self._execute_pools: dict[bool, asyncpg.Pool] = {}
         self._provision_lock = asyncio.Lock()
         self.size: probes.SizeSample | None = None
@@ -135,7 +123,11 @@ class RoleRuntime:
     async def _login_pool(self, login: ExecuteLogin, *, writer: bool) -> asyncpg.Pool:
         size = max(2, self.database.pool_size // 2) if writer else self.database.pool_size
         pool: asyncpg.Pool = await _pool(
-            self.database, login.username, login.password, size, init=_init_execute_connection
+            self.database,
+            size,
+            user=login.username,
+            password=login.password,
+            init=_init_execute_connection,
         )
         return pool
 
