@@ -11,7 +11,7 @@ from litestar.exceptions import NotAuthorizedException
 
 from multidb.auth import ALL_SCOPES, Authenticator, mint_token
 
-SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
+SECRET = "unit-test-secret-long-enough-for-hs256-and-for-the-hs512-refusal-case-too"
 
 
 def test_plain_and_hashed_api_keys_hold_every_scope() -> None:

@@ -31,8 +31,10 @@ class AccessLog(LoggingBase):
     the database role the query was for, ``query_fingerprint`` a hash of the normalised
     query (e.g. sha256 hex) so that identical statements group together; ``query_preview``
     an optional, possibly truncated, copy of the query. ``outcome``: ``allowed`` (ran),
-    ``refused`` (by auth, scope or a plugin vote), ``failed`` (the database raised) or
-    ``rejected`` (the request itself was invalid). ``event_id`` is the producer's
+    ``refused`` (403: a missing scope or a plugin vote), ``rejected`` (401: credentials
+    refused, or a request invalid before it reached a service: bad body, unknown
+    database) or ``failed`` (the service or the database refused or failed: SQL error,
+    timeout, database down). ``event_id`` is the producer's
     idempotency key (uuid4 hex): a record sent twice is stored once.
     """
 
