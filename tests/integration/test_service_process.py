@@ -75,18 +75,35 @@ def test_each_service_alone_answers_health(
         )
 
 
+PROGRAMS = {
+    "service": ["-m", "multidb.service", "default"],
+    "gateway": ["-m", "multidb_gateway"],
+    "cli": ["-m", "multidb.cli", "migrate", "--status"],
+}
+
+
+SHARED_CASES = [
+    ("DB_PORT", "abc", "DB_PORT: expected `int`, got `str` (got 'abc')"),
+    ("MULTI_DB_ROUTING", "{oops", "MULTI_DB_ROUTING: must be a JSON object"),
+]
+GATEWAY_CASE = (
+    "MULTI_DB_SERVICE_TIMEOUT_MS",
+    "0",
+    "MULTI_DB_SERVICE_TIMEOUT_MS: expected `int` >= 1",
+)
+
+
 @pytest.mark.parametrize(
-    ("variable", "value", "expected"),
-    [
-        ("DB_PORT", "abc", "DB_PORT: expected `int`, got `str` (got 'abc')"),
-        ("MULTI_DB_ROUTING", "{oops", "MULTI_DB_ROUTING: must be a JSON object"),
-    ],
+    ("program", "variable", "value", "expected"),
+    [(program, *case) for program in PROGRAMS for case in SHARED_CASES]
+    + [("gateway", *GATEWAY_CASE)],
 )
 def test_bad_setting_stops_start_up_with_one_line(
-    service_env: dict[str, str], variable: str, value: str, expected: str
+    service_env: dict[str, str], program: str, variable: str, value: str, expected: str
 ) -> None:
+    port = [] if program == "cli" else ["--port", str(free_port())]
     result = subprocess.run(
-        [sys.executable, "-m", "multidb.service", "default", "--port", str(free_port())],
+        [sys.executable, *PROGRAMS[program], *port],
         env={**service_env, variable: value},
         capture_output=True,
         text=True,
