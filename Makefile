@@ -34,7 +34,7 @@ up: ## docker compose: the multi-server stack (needs a Docker engine, API_KEYS a
 
 .PHONY: down
 down: ## docker compose: stop the multi-server stack
-	docker compose --profile multi-db down
+	API_KEYS=$${API_KEYS:-unused} JWT_SECRET=$${JWT_SECRET:-unused} docker compose --profile multi-db down
 
 .PHONY: bench
 bench: sync ## Gateway vs direct service figures, and make run's time to ready (prints targets)

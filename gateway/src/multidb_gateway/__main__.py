@@ -6,22 +6,20 @@ Bad settings stop start-up with one line naming the variable.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import uvicorn
 
-from multidb.settings import SettingsError
+from multidb.settings import SettingsError, read_environment
 from multidb_gateway.app import create_gateway_app
 from multidb_gateway.settings import get_gateway_settings
 
 
 def main(argv: list[str] | None = None) -> int:
+    env = read_environment()  # the process environment over .env, as for every setting
     parser = argparse.ArgumentParser(prog="multidb-gateway", description=__doc__)
-    parser.add_argument("--host", default=os.environ.get("MULTI_DB_GATEWAY_HOST", "127.0.0.1"))
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("MULTI_DB_GATEWAY_PORT", "8000"))
-    )
+    parser.add_argument("--host", default=env.get("MULTI_DB_GATEWAY_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env.get("MULTI_DB_GATEWAY_PORT", "8000")))
     args = parser.parse_args(argv)
     try:
         settings = get_gateway_settings()

@@ -8,6 +8,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
 
 from multidb import auth
 from multidb.errors import NotFoundError
@@ -129,7 +130,7 @@ async def backup_all(
     responses=_docs(HealthReport, "the database is unhealthy"),
 )
 async def health_one(
-    name: str, request: Request[Any, Any, Any], state: State
+    name: FromPath[str], request: Request[Any, Any, Any], state: State
 ) -> Response[HealthReport]:
     runtime = _runtime(state)
     answer = await runtime.fleet.ask("health", _role(runtime, name), forward_headers(request))
@@ -138,7 +139,7 @@ async def health_one(
 
 @get("/database/{name:str}/stats", opt=auth.needs(auth.READ), tags=["database"])
 async def stats_one(
-    name: str, request: Request[Any, Any, Any], state: State
+    name: FromPath[str], request: Request[Any, Any, Any], state: State
 ) -> Response[StatsReport]:
     runtime = _runtime(state)
     answer = await runtime.fleet.ask("stats", _role(runtime, name), forward_headers(request))
@@ -146,7 +147,7 @@ async def stats_one(
 
 
 @get("/database/{name:str}/models", opt=auth.needs(auth.READ), tags=["database"])
-async def models_one(name: str, state: State) -> ModelsReport:
+async def models_one(name: FromPath[str], state: State) -> ModelsReport:
     runtime = _runtime(state)
     return ModelsReport(
         database=name, models=runtime.router.get_models_for_database(_role(runtime, name))
@@ -154,7 +155,9 @@ async def models_one(name: str, state: State) -> ModelsReport:
 
 
 @post("/database/{name:str}/execute", opt=NO_AUTH, status_code=200, tags=["database"])
-async def execute(name: str, request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def execute(
+    name: FromPath[str], request: Request[Any, Any, Any], state: State
+) -> Response[bytes]:
     """Forward one statement to the role's service; exactly one audit record either way."""
     return await forward_execute(_runtime(state), name, request)
 

@@ -7,21 +7,21 @@ Bad settings stop start-up with one line naming the variable.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import uvicorn
 
 from multidb.plugins import get_roles
 from multidb.service.app import create_role_app
-from multidb.settings import SettingsError, get_settings
+from multidb.settings import SettingsError, get_settings, read_environment
 
 
 def main(argv: list[str] | None = None) -> int:
+    env = read_environment()  # the process environment over .env, as for every setting
     roles = get_roles()
     parser = argparse.ArgumentParser(prog="python -m multidb.service", description=__doc__)
     parser.add_argument("role", choices=list(roles))
-    parser.add_argument("--host", default=os.environ.get("MULTI_DB_SERVICE_HOST", "127.0.0.1"))
+    parser.add_argument("--host", default=env.get("MULTI_DB_SERVICE_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args(argv)
     spec = roles[args.role]
@@ -30,9 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.role not in settings.databases:
             msg = f"role {args.role!r} has no database configured: set {spec.prefix}HOST"
             raise SettingsError(msg)
-        port = args.port or int(
-            os.environ.get(f"MULTI_DB_{spec.name.upper()}_SERVICE_PORT", spec.port)
-        )
+        port = args.port or int(env.get(f"MULTI_DB_{spec.name.upper()}_SERVICE_PORT", spec.port))
     except (SettingsError, ValueError) as exc:
         print(f"multidb {args.role}: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,606 @@
+"""The Docker deployment, checked against the code (no Docker engine runs here).
+
+``docker-compose.yml``, ``Dockerfile`` and ``config.multi_db.example.env`` are read as data:
+roles, ports, dependencies, healthchecks and every environment variable must agree with
+what the installed roles and the settings code say. When a compose client is installed,
+``docker compose config`` validates the file as well.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+import yaml
+from dotenv import dotenv_values
+
+import multidb.service.__main__ as service_main
+import multidb_gateway.__main__ as gateway_main
+from multidb import settings as core_settings
+from multidb.plugins import get_roles
+from multidb.roles import RoleSpec
+from multidb.settings import (
+    DB_FIELDS,
+    GLOBAL_VARIABLES,
+    SettingsError,
+    load_settings,
+    variable_name,
+)
+from multidb.stack import GATEWAY_PORT
+from multidb_gateway import settings as gateway_settings
+from multidb_gateway.settings import load_gateway_settings, service_url_variable
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+EXAMPLE_ENV = ROOT / "config.multi_db.example.env"
+
+PROFILE = "multi-db"
+IMAGE = "multidb:local"
+PG_CONTAINER_PORT = 5432
+# The spec's host ports, in role order (default, analytics, logging, archive).
+DB_HOST_PORTS = [5432, 5433, 5434, 5435]
+REQUIRED_SECRETS = ("API_KEYS", "JWT_SECRET")
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 - what the containers listen on
+
+# Names the code reads that no constant exposes; each is proven read by a test below.
+GATEWAY_VARIABLES = {
+    "MULTI_DB_SERVICE_TIMEOUT_MS",
+    "MULTI_DB_HEALTH_REFRESH_MS",
+    "MULTI_DB_AUDIT_CAPACITY",
+}
+PROCESS_VARIABLES = {"MULTI_DB_GATEWAY_HOST", "MULTI_DB_GATEWAY_PORT", "MULTI_DB_SERVICE_HOST"}
+OTHER_VARIABLES = {"API_KEYS", "MULTI_DB_ROUTING", "MULTI_DB_ENV_FILE"}
+
+
+def service_port_variable(spec: RoleSpec) -> str:
+    return f"MULTI_DB_{spec.name.upper()}_SERVICE_PORT"
+
+
+def known_variables(roles: Mapping[str, RoleSpec]) -> set[str]:
+    """Every environment variable the code reads, for ``roles``."""
+    names = {variable_name(spec, field) for spec in roles.values() for field in DB_FIELDS}
+    names |= {variable for variable, _ in GLOBAL_VARIABLES}
+    names |= {service_url_variable(spec) for spec in roles.values()}
+    names |= {service_port_variable(spec) for spec in roles.values()}
+    return names | GATEWAY_VARIABLES | PROCESS_VARIABLES | OTHER_VARIABLES
+
+
+ROLES = get_roles()
+KNOWN = known_variables(ROLES)
+
+
+# ---- compose: reading and classifying ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
+
+
+def is_database(service: Mapping[str, Any]) -> bool:
+    return str(service.get("image", "")).startswith("postgres:")
+
+
+def migration_role(service: Mapping[str, Any]) -> str | None:
+    command = service.get("command") or []
+    return command[2] if command[:2] == ["multidb", "migrate"] and len(command) == 3 else None
+
+
+def service_role(service: Mapping[str, Any]) -> str | None:
+    command = service.get("command") or []
+    return command[3] if command[:3] == ["python", "-m", "multidb.service"] else None
+
+
+def is_gateway(service: Mapping[str, Any]) -> bool:
+    command: list[str] = service.get("command") or [""]
+    return command[0] == "multidb-gateway"
+
+
+def app_services(services: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: service for name, service in services.items() if not is_database(service)}
+
+
+def roles_served(services: Mapping[str, dict[str, Any]]) -> dict[str, str]:
+    """Role -> name of the compose service that runs ``python -m multidb.service <role>``."""
+    served = {}
+    for name, service in services.items():
+        role = service_role(service)
+        if role is not None:
+            assert role not in served, f"role {role!r} is served twice"
+            served[role] = name
+    return served
+
+
+def published(service: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """(host port, container port) of each short-syntax ``ports`` entry."""
+    pairs = []
+    for entry in service.get("ports", []):
+        assert isinstance(entry, str), f"use the short port syntax: {entry!r}"
+        host, container = entry.removesuffix("/tcp").split(":")[-2:]
+        pairs.append((int(host), int(container)))
+    return pairs
+
+
+def depends_on(service: Mapping[str, Any]) -> dict[str, str]:
+    """Dependency -> condition; the long syntax is required (a condition for each)."""
+    found = service.get("depends_on", {})
+    assert isinstance(found, dict), "depends_on must name a condition for each dependency"
+    return {name: spec["condition"] for name, spec in found.items()}
+
+
+def readyz_port(service: Mapping[str, Any]) -> int:
+    test = " ".join(service["healthcheck"]["test"])
+    match = re.search(r"http://127\.0\.0\.1:(\d+)/readyz", test)
+    assert match, f"healthcheck does not probe /readyz: {test}"
+    return int(match.group(1))
+
+
+# ---- compose: the tests ------------------------------------------------------------------
+
+
+def test_every_kind_of_service_is_recognised(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        kinds = [
+            is_database(service),
+            migration_role(service) is not None,
+            service_role(service) is not None,
+            is_gateway(service),
+        ]
+        assert sum(kinds) == 1, f"{name}: not exactly one of database/migration/service/gateway"
+
+
+def test_every_service_is_in_the_multi_db_profile(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        assert service.get("profiles") == [PROFILE], name
+
+
+def test_every_service_has_a_healthcheck_or_is_a_one_shot_migration(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        if migration_role(service) is not None:
+            assert service.get("restart") == "no", f"{name}: a migration must not restart"
+            assert "healthcheck" not in service, name
+            continue
+        check = service.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        assert check["test"][0] == "CMD", f"{name}: exec-form healthcheck expected"
+        for key in ("interval", "timeout", "retries", "start_period"):
+            assert key in check, f"{name}: healthcheck without {key}"
+        assert service.get("restart") == "unless-stopped", name
+
+
+def test_compose_roles_are_the_installed_roles(services: dict[str, dict[str, Any]]) -> None:
+    assert set(roles_served(services)) == set(ROLES)
+    migrated = {migration_role(s) for s in services.values()} - {None}
+    assert migrated == set(ROLES)
+    for role, name in roles_served(services).items():
+        assert name == role, "a role's service is named after the role (the gateway's URLs)"
+        assert services[name]["command"] == [
+            "python",
+            "-m",
+            "multidb.service",
+            role,
+            "--host",
+            EVERY_INTERFACE,
+        ]
+    for role in ROLES:
+        assert services[f"migrate-{role}"]["command"] == ["multidb", "migrate", role]
+        assert is_database(services[f"db-{role}"])
+
+
+def test_databases_are_postgres_16_on_the_spec_ports(services: dict[str, dict[str, Any]]) -> None:
+    databases = [name for name, service in services.items() if is_database(service)]
+    assert databases == [f"db-{role}" for role in ROLES]
+    for (role, spec), host_port in zip(ROLES.items(), DB_HOST_PORTS, strict=True):
+        db = services[f"db-{role}"]
+        assert db["image"] == "postgres:16"
+        assert published(db) == [(host_port, PG_CONTAINER_PORT)]
+        assert db["environment"]["POSTGRES_DB"] == spec.database
+        assert db["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:-postgres}"
+        volumes = db.get("volumes", [])
+        assert len(volumes) == 1, f"db-{role}: one named volume for its data"
+        assert volumes[0].endswith(":/var/lib/postgresql/data")
+
+
+def test_database_healthchecks_probe_tcp(services: dict[str, dict[str, Any]]) -> None:
+    for role, spec in ROLES.items():
+        test = services[f"db-{role}"]["healthcheck"]["test"]
+        assert test[:2] == ["CMD", "pg_isready"]
+        args = shlex.join(test[2:])
+        # Over the socket, pg_isready is green during the image's init phase (DESIGN.md).
+        assert "-h 127.0.0.1" in args
+        assert f"-d {spec.database}" in args
+        assert "-U postgres" in args
+
+
+def test_role_services_publish_their_roles_ports(services: dict[str, dict[str, Any]]) -> None:
+    for role, name in roles_served(services).items():
+        port = ROLES[role].port
+        assert published(services[name]) == [(port, port)], name
+        assert readyz_port(services[name]) == port, name
+    assert sorted(spec.port for spec in ROLES.values()) == [8001, 8002, 8003, 8004]
+
+
+def test_gateway_publishes_8000_and_probes_readyz(services: dict[str, dict[str, Any]]) -> None:
+    gateways = [name for name, service in services.items() if is_gateway(service)]
+    assert gateways == ["gateway"]
+    gateway = services["gateway"]
+    assert gateway["command"] == ["multidb-gateway", "--host", EVERY_INTERFACE]
+    assert published(gateway) == [(GATEWAY_PORT, GATEWAY_PORT)]
+    assert readyz_port(gateway) == GATEWAY_PORT
+
+
+def test_dependencies_and_their_conditions(services: dict[str, dict[str, Any]]) -> None:
+    for role in ROLES:
+        assert depends_on(services[f"migrate-{role}"]) == {f"db-{role}": "service_healthy"}
+        assert depends_on(services[role]) == {
+            f"db-{role}": "service_healthy",
+            f"migrate-{role}": "service_completed_successfully",
+        }
+    assert depends_on(services["gateway"]) == dict.fromkeys(ROLES, "service_healthy")
+    for name, service in services.items():
+        if is_database(service):
+            assert "depends_on" not in service, name
+        for dependency in depends_on(service):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+
+
+def test_one_image_built_once(services: dict[str, dict[str, Any]]) -> None:
+    apps = app_services(services)
+    assert {service.get("image") for service in apps.values()} == {IMAGE}
+    built = [name for name, service in services.items() if "build" in service]
+    assert len(built) == 1, f"the image is built by exactly one service, not {built}"
+    assert services[built[0]]["build"] == "."
+
+
+def test_app_containers_use_only_variables_the_code_reads(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in app_services(services).items():
+        environment = service.get("environment")
+        assert isinstance(environment, dict), f"{name}: environment as a mapping"
+        unknown = set(environment) - KNOWN
+        assert not unknown, f"{name} sets variables no code reads: {sorted(unknown)}"
+
+
+def test_app_containers_point_every_role_at_its_compose_database(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in app_services(services).items():
+        env = service["environment"]
+        for role, spec in ROLES.items():
+            assert env[variable_name(spec, "host")] == f"db-{role}", name
+            assert env[variable_name(spec, "port")] == str(PG_CONTAINER_PORT), name
+            assert env[variable_name(spec, "username")] == "postgres", name
+            assert env[variable_name(spec, "password")] == "${POSTGRES_PASSWORD:-postgres}", name
+            assert env[variable_name(spec, "database")] == spec.database, name
+        for secret in REQUIRED_SECRETS:
+            assert env[secret].startswith(f"${{{secret}:?"), f"{name}: {secret} is required"
+
+
+def test_the_compose_environment_is_valid_settings(services: dict[str, dict[str, Any]]) -> None:
+    env = {k: str(v) for k, v in services["gateway"]["environment"].items()}
+    env |= {"API_KEYS": "a-key", "JWT_SECRET": "a-secret"}
+    env = {k: v.replace("${POSTGRES_PASSWORD:-postgres}", "postgres") for k, v in env.items()}
+    settings = load_settings(env, ROLES)
+    assert list(settings.databases) == list(ROLES)
+    gateway = load_gateway_settings(env, ROLES)
+    assert gateway.services == {role: f"http://{role}:{spec.port}" for role, spec in ROLES.items()}
+
+
+def test_gateway_finds_each_service_by_its_compose_name(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    env = services["gateway"]["environment"]
+    for role, spec in ROLES.items():
+        assert env[service_url_variable(spec)] == f"http://{role}:{spec.port}"
+    for name, service in app_services(services).items():
+        if not is_gateway(service):
+            assert not any(k.endswith("_SERVICE_URL") for k in service["environment"]), name
+
+
+def _compose_client() -> list[str] | None:
+    """``docker compose`` (the plugin) or ``docker-compose``; None when neither is there."""
+    candidates = [["docker", "compose"], ["docker-compose"]]
+    for command in candidates:
+        if shutil.which(command[0]) is None:
+            continue
+        probe = subprocess.run([*command, "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return command
+    return None
+
+
+@pytest.fixture
+def compose_client(tmp_path: Path) -> tuple[list[str], Path]:
+    client = _compose_client()
+    if client is None:
+        pytest.skip("no compose client (docker compose plugin or docker-compose) installed")
+    empty = tmp_path / "empty.env"  # not the developer's .env
+    empty.write_text("")
+    return client, empty
+
+
+def test_compose_config_validates(
+    compose_client: tuple[list[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, empty = compose_client
+    command = [*client, "-f", str(COMPOSE_FILE), "--env-file", str(empty), "--profile", PROFILE]
+    monkeypatch.setenv("API_KEYS", "a-key")
+    monkeypatch.setenv("JWT_SECRET", "a-secret")
+    result = subprocess.run(
+        [*command, "config", "-q"], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    monkeypatch.delenv("API_KEYS")
+    refused = subprocess.run(
+        [*command, "config", "-q"], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    assert refused.returncode != 0
+    assert "API_KEYS" in refused.stderr
+
+
+# ---- the variables themselves --------------------------------------------------------------
+
+
+def test_hand_typed_gateway_variables_are_read_by_the_gateway_settings() -> None:
+    for variable in GATEWAY_VARIABLES:
+        with pytest.raises(SettingsError, match=f"^{variable}: "):
+            load_gateway_settings({variable: "many"}, ROLES)
+
+
+@pytest.fixture
+def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """The process environment of a test, with the cached settings read anew around it."""
+    monkeypatch.setenv("MULTI_DB_ENV_FILE", str(ROOT / "no-such.env"))
+    for name in KNOWN - {"MULTI_DB_ENV_FILE"}:
+        monkeypatch.delenv(name, raising=False)
+    core_settings.get_settings.cache_clear()
+    gateway_settings.get_gateway_settings.cache_clear()
+    yield monkeypatch
+    core_settings.get_settings.cache_clear()
+    gateway_settings.get_gateway_settings.cache_clear()
+
+
+def test_hand_typed_process_variables_are_read_by_the_entry_points(
+    fresh_settings: pytest.MonkeyPatch,
+) -> None:
+    """The host and port variables of ``python -m multidb.service`` and ``multidb-gateway``."""
+    runs: list[dict[str, Any]] = []
+
+    def run(_app: object, **kwargs: Any) -> None:
+        runs.append(kwargs)
+
+    fresh_settings.setattr(uvicorn, "run", run)  # both entry points call uvicorn.run
+    spec = ROLES["analytics"]
+    fresh_settings.setenv(variable_name(spec, "host"), "localhost")
+    fresh_settings.setenv("MULTI_DB_SERVICE_HOST", EVERY_INTERFACE)
+    fresh_settings.setenv(service_port_variable(spec), "18002")
+    fresh_settings.setenv("MULTI_DB_GATEWAY_HOST", EVERY_INTERFACE)
+    fresh_settings.setenv("MULTI_DB_GATEWAY_PORT", "18000")
+    assert service_main.main(["analytics"]) == 0
+    assert gateway_main.main([]) == 0
+    assert [(r["host"], r["port"]) for r in runs] == [
+        (EVERY_INTERFACE, 18002),
+        (EVERY_INTERFACE, 18000),
+    ]
+
+
+def _string_constants(path: Path) -> Iterator[ast.AST]:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant | ast.JoinedStr):
+            yield node
+
+
+def test_the_code_reads_no_variable_missing_from_the_known_set() -> None:
+    """Scan the packages' string literals for variable names, per-role f-strings included."""
+    literal = re.compile(r"\b(?:MULTI_DB_[A-Z][A-Z0-9_]*|DB_[A-Z][A-Z0-9_]*|API_KEYS|JWT_SECRET)\b")
+    role_suffixes = {f"_{field.upper()}" for field in DB_FIELDS}
+    role_suffixes |= {"_SERVICE_URL", "_SERVICE_PORT", "_"}  # "_": RoleSpec.prefix itself
+    sources = [
+        *(ROOT / "shared" / "src").rglob("*.py"),
+        *(ROOT / "gateway" / "src").rglob("*.py"),
+        *(ROOT / "services").glob("*/src/**/*.py"),
+    ]
+    assert sources
+    unknown: set[str] = set()
+    for path in sources:
+        for node in _string_constants(path):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                unknown |= set(literal.findall(node.value)) - KNOWN
+            elif isinstance(node, ast.JoinedStr):
+                parts = node.values
+                for before, _, after in zip(parts, parts[1:], parts[2:], strict=False):
+                    if (
+                        isinstance(before, ast.Constant)
+                        and str(before.value).endswith("MULTI_DB_")
+                        and isinstance(after, ast.Constant)
+                    ):
+                        suffix = re.match(r"_[A-Z0-9_]*", str(after.value))
+                        if suffix is None or suffix.group() not in role_suffixes:
+                            unknown.add(f"MULTI_DB_<ROLE>{after.value!r} ({path.name})")
+    assert not unknown, f"read by the code, unknown here (and in the example env): {unknown}"
+
+
+# ---- config.multi_db.example.env ----------------------------------------------------------
+
+ASSIGNMENT = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
+
+
+def example_lines() -> list[tuple[bool, str, str]]:
+    """(active, name, value) of every ``NAME=value`` or ``# NAME=value`` line."""
+    found = []
+    for line in EXAMPLE_ENV.read_text().splitlines():
+        match = ASSIGNMENT.match(line)
+        if match:
+            found.append((match.group(1) is None, match.group(2), match.group(3)))
+    return found
+
+
+def test_example_env_names_exactly_the_known_variables() -> None:
+    names = [name for _, name, _ in example_lines()]
+    assert len(names) == len(set(names)), "a variable appears twice"
+    assert not set(names) - KNOWN, f"unknown to the code: {sorted(set(names) - KNOWN)}"
+    assert not KNOWN - set(names), f"not documented: {sorted(KNOWN - set(names))}"
+
+
+def test_example_env_documents_each_variable_in_a_comment_above_it() -> None:
+    lines = EXAMPLE_ENV.read_text().splitlines()
+    for index, line in enumerate(lines):
+        if ASSIGNMENT.match(line):
+            above = lines[index - 1]
+            assert above.startswith("# "), f"{line!r} has no comment line above it"
+            assert not ASSIGNMENT.match(above), f"{line!r} has no comment line of its own"
+
+
+def test_example_env_is_the_spec_example() -> None:
+    values = {k: v for k, v in dotenv_values(EXAMPLE_ENV).items() if v is not None}
+    settings = load_settings(values, ROLES)
+    assert list(settings.databases) == list(ROLES)
+    for (role, spec), port in zip(ROLES.items(), DB_HOST_PORTS, strict=True):
+        database = settings.databases[role]
+        assert (database.host, database.port) == ("localhost", port)
+        assert (database.username, database.password) == ("postgres", "postgres")
+        assert database.database == spec.database
+    active = {name for is_active, name, _ in example_lines() if is_active}
+    assert not active & set(REQUIRED_SECRETS), "secrets are placeholders, never real values"
+
+
+def test_example_env_shows_the_real_defaults() -> None:
+    """Uncommenting every optional line (except the placeholders) changes nothing."""
+    lines = example_lines()
+    active = {name: value for is_active, name, value in lines if is_active}
+    skipped = {*REQUIRED_SECRETS, "MULTI_DB_ENV_FILE"}
+    everything = {name: value for _, name, value in lines if name not in skipped}
+    assert load_settings(everything, ROLES) == load_settings(active, ROLES)
+    assert load_gateway_settings(everything, ROLES) == load_gateway_settings(active, ROLES)
+    for spec in ROLES.values():
+        assert everything[service_port_variable(spec)] == str(spec.port)
+    assert everything["MULTI_DB_GATEWAY_PORT"] == str(GATEWAY_PORT)
+    assert everything["MULTI_DB_GATEWAY_HOST"] == everything["MULTI_DB_SERVICE_HOST"] == "127.0.0.1"
+
+
+# ---- Dockerfile ---------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + line).partition(" ")
+        instructions.append((keyword.upper(), " ".join(arguments.split())))
+        pending = ""
+    return instructions
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for instruction in dockerfile_instructions():
+        if instruction[0] == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(instruction)
+    return stages
+
+
+def python_minor() -> str:
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    match = re.fullmatch(r">=\s*(3\.\d+)(\.\d+)?", requires)
+    assert match, requires
+    return match.group(1)
+
+
+def workspace_members() -> list[Path]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    members: list[Path] = []
+    for pattern in config["tool"]["uv"]["workspace"]["members"]:
+        members += sorted(p for p in ROOT.glob(pattern) if (p / "pyproject.toml").is_file())
+    return members
+
+
+def test_dockerfile_is_multi_stage_on_the_required_python() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 2
+    image = f"python:{python_minor()}-slim"
+    for stage in stages:
+        assert stage[0][1].split()[0] == image, stage[0]
+    assert stages[-1][0][1].split()[-1] != stages[0][0][1].split()[-1], "stages are named"
+
+
+def test_dockerfile_installs_from_the_lock_in_two_steps() -> None:
+    builder = dockerfile_stages()[0]
+    uv_from = [args for kind, args in builder if kind == "COPY" and "astral-sh/uv" in args]
+    assert len(uv_from) == 1
+    tag = re.search(r"ghcr\.io/astral-sh/uv:(\S+)", uv_from[0])
+    assert tag, "uv comes from its official image"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", tag.group(1)), "pin uv's image tag"
+
+    syncs = [i for i, (kind, args) in enumerate(builder) if kind == "RUN" and "uv sync" in args]
+    assert len(syncs) == 2
+    deps_only, full = (builder[i][1] for i in syncs)
+    assert "uv sync --locked --no-dev --no-install-workspace" in deps_only
+    assert "uv sync --locked --no-dev" in full
+    assert "--no-install-workspace" not in full
+
+    before = " ".join(args for kind, args in builder[: syncs[0]] if kind == "COPY")
+    between = " ".join(args for kind, args in builder[syncs[0] : syncs[1]] if kind == "COPY")
+    assert "uv.lock" in before
+    for member in workspace_members():
+        relative = member.relative_to(ROOT).as_posix()
+        assert f"{relative}/pyproject.toml" in before, f"{relative}: pyproject before deps"
+        assert f"{relative}/src" in between, f"{relative}: source copied after the deps layer"
+
+
+def test_dockerfile_runtime_stage() -> None:
+    runtime = dockerfile_stages()[-1]
+    kinds = dict(runtime)
+    copies = [args for kind, args in runtime if kind == "COPY"]
+    assert any(args.startswith("--from=builder /app/.venv ") for args in copies)
+    for member in workspace_members():
+        top = member.relative_to(ROOT).parts[0]
+        assert any(f"/app/{top} " in args for args in copies), f"{top} sources are copied"
+    assert "/app/.venv/bin:$PATH" in kinds["ENV"]
+    assert "PYTHONUNBUFFERED=1" in kinds["ENV"]
+    user = kinds["USER"].split(":")[0]
+    assert user not in {"root", "0"}
+    assert user == "10001"
+    assert "--uid 10001" in " ".join(args for kind, args in runtime if kind == "RUN")
+    assert kinds["EXPOSE"] == "8000-8004"
+    assert kinds["CMD"] == '["multidb-gateway", "--host", "0.0.0.0"]'
+    # The last USER wins: nothing after it switches back to root.
+    last_user = max(i for i, (kind, _) in enumerate(runtime) if kind == "USER")
+    assert all(kind != "USER" for kind, _ in runtime[last_user + 1 :])
+
+
+def test_dockerfile_exposes_every_port_the_compose_file_publishes(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    low, high = (int(p) for p in dict(dockerfile_stages()[-1])["EXPOSE"].split("-"))
+    for service in app_services(services).values():
+        for _, container in published(service):
+            assert low <= container <= high
