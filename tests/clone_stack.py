@@ -31,8 +31,9 @@ def clone(into: Path) -> Path:
 class ClonedStack:
     """``make run`` in ``folder`` on free ports, with none of this process's settings."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, extra_env: dict[str, str] | None = None) -> None:
         self.folder = folder
+        self.extra_env = extra_env or {}
         self.ports = {name: free_port() for name in (*ROLES, "gateway")}
         self.process: subprocess.Popen[str] | None = None
         self.api_key = ""
@@ -50,7 +51,8 @@ class ClonedStack:
             and key not in {"API_KEYS", "JWT_SECRET"}
         }
         ports = {f"MULTI_DB_{role.upper()}_SERVICE_PORT": str(self.ports[role]) for role in ROLES}
-        return {**inherited, **ports, "MULTI_DB_GATEWAY_PORT": str(self.ports["gateway"])}
+        gateway = {"MULTI_DB_GATEWAY_PORT": str(self.ports["gateway"])}
+        return {**inherited, **ports, **gateway, **self.extra_env}
 
     def start(self, timeout_s: float = 600) -> float:
         """Run ``make run``; return the seconds until it printed that it is ready."""

@@ -64,3 +64,30 @@ def test_make_run_on_a_fresh_clone_serves_four_healthy_roles_and_stops_clean(
     assert any("analytics exited with code" in line for line in stack.output)
     assert any("restarting analytics" in line for line in stack.output)
     assert (Path(stack.folder) / ".data" / "credentials.json").exists()
+
+
+@pytest.mark.timeout(600)
+def test_make_run_uses_the_servers_the_environment_names(
+    tmp_path: Path, database_env: dict[str, str]
+) -> None:
+    named = ClonedStack(clone(tmp_path), extra_env={**database_env, "API_KEYS": "named-key"})
+    named.start()
+    try:
+        assert any(
+            "using the database servers named by the environment" in line for line in named.output
+        )
+        assert named.api_key == "named-key"
+        response = httpx.get(
+            f"{named.gateway}/database/health", headers={"X-API-Key": "named-key"}, timeout=10
+        )
+        assert response.status_code == 200
+        assert {report["database_name"] for report in response.json().values()} == {
+            "ocr_identity_db",
+            "ocr_analytics_db",
+            "ocr_logging_db",
+            "ocr_archive_db",
+        }
+    finally:
+        named.stop()
+    assert not (named.folder / ".data" / "pg").exists(), "no embedded server was started"
+    assert named.leftovers() == []
