@@ -71,8 +71,7 @@ async def forward_execute(
             query = _decode_request(body)
         except msgspec.DecodeError as exc:
             raise BadRequestError(f"invalid execute body: {exc}") from None
-        if not query.read_only and auth.WRITE not in principal.scopes:
-            raise ForbiddenError(f"read_only: false needs the '{auth.WRITE}' scope")
+        auth.check_write(principal, query.read_only)
         timeout_ms = runtime.settings.core.execute_timeout_ms + runtime.settings.service_timeout_ms
         forwarded = True
         try:

@@ -1,4 +1,4 @@
-"""Who is calling and what they may do: JWT (HS256) or API key, and scope guards.
+"""Who is calling and what they may do: JWT (HS256) or API key, and scopes per route.
 
 Every handler declares the scope it needs in its ``opt`` (:func:`needs`). Scopes:
 ``db:read`` (health, stats, models, configured), ``db:execute`` (run a query),
@@ -129,6 +129,12 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
         if required and required not in principal.scopes:
             raise PermissionDeniedException(f"this needs the '{required}' scope")
         return AuthenticationResult(user=principal, auth=principal)
+
+
+def check_write(principal: Principal, read_only: bool) -> None:
+    """Refuse (403) an execute that asks to write without the ``db:write`` scope."""
+    if not read_only and WRITE not in principal.scopes:
+        raise PermissionDeniedException(f"read_only: false needs the '{WRITE}' scope")
 
 
 def needs(scope: str) -> dict[str, str]:

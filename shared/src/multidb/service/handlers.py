@@ -96,8 +96,7 @@ async def execute_query(
     """Run one statement, read-only unless the caller holds ``db:write`` and asks to write."""
     runtime = _runtime(state)
     principal = request.user
-    if not data.read_only and auth.WRITE not in principal.scopes:
-        raise ForbiddenError("read_only: false needs the 'db:write' scope")
+    auth.check_write(principal, data.read_only)
     votes = runtime.plugins.hook.multidb_execute_vote(
         role=runtime.spec.name,
         query=data.query,
