@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,3 +92,20 @@ def test_make_run_uses_the_servers_the_environment_names(
         named.stop()
     assert not (named.folder / ".data" / "pg").exists(), "no embedded server was started"
     assert named.leftovers() == []
+
+
+@pytest.mark.timeout(600)
+def test_make_run_that_cannot_start_a_service_says_why_and_leaves_nothing(
+    tmp_path: Path, database_env: dict[str, str]
+) -> None:
+    stack = ClonedStack(clone(tmp_path), extra_env=database_env)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", stack.ports["analytics"]))
+        taken.listen()
+        with pytest.raises(RuntimeError, match="never said it was ready"):
+            stack.start(timeout_s=300)
+    assert any(
+        "multidb up: the analytics process exited with code" in line for line in stack.output
+    ), "".join(stack.output[-20:])
+    assert not any("Traceback" in line for line in stack.output)
+    assert stack.leftovers() == []

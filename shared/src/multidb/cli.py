@@ -37,7 +37,7 @@ from multidb.settings import (
     load_settings,
     read_environment,
 )
-from multidb.stack import GATEWAY_PORT, AlreadyRunningError, load_credentials, run_stack
+from multidb.stack import GATEWAY_PORT, load_credentials, run_stack
 
 DATA = Path(".data")
 
@@ -66,8 +66,9 @@ def cmd_up(_: argparse.Namespace) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return run_stack(DATA, say)
-    except AlreadyRunningError as exc:
-        print(str(exc), file=sys.stderr)
+    except RuntimeError as exc:  # AlreadyRunningError included
+        # Everything started was stopped already; one line says why.
+        print(f"multidb up: {exc}", file=sys.stderr)
         return 1
 
 
