@@ -47,6 +47,7 @@ SELECT pg_database_size(current_database()) AS bytes,
 """
 
 Acquire = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
+Detail = Callable[[asyncpg.Connection], Awaitable[dict[str, Any] | None]]
 
 
 class SizeSample(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,7 +79,7 @@ async def check_health(
     role: str,
     acquire: Acquire,
     timeout_ms: int,
-    detail: Callable[[asyncpg.Connection], Awaitable[dict[str, Any] | None]] | None = None,
+    detail: Detail | None = None,
 ) -> HealthReport:
     """Run the health query within ``timeout_ms``; never raises, reports the failure instead."""
     started = time.perf_counter()
@@ -104,7 +105,7 @@ async def collect_stats(
     acquire: Acquire,
     timeout_ms: int,
     size: SizeSample | None,
-    detail: Callable[[asyncpg.Connection], Awaitable[dict[str, Any] | None]] | None = None,
+    detail: Detail | None = None,
 ) -> tuple[StatsReport, SizeSample | None]:
     """Catalog statistics within ``timeout_ms``; samples the size when ``size`` is None."""
     try:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from functools import partial
 from typing import Any
 
 import asyncpg
@@ -18,6 +17,7 @@ from multidb.errors import CONNECTION_ERRORS, DatabaseUnavailableError, describe
 from multidb.execute_logins import ExecuteLogin, provision_execute_logins
 from multidb.roles import RoleSpec
 from multidb.settings import DatabaseSettings, Settings
+from multidb.wire import HealthReport, StatsReport
 
 log = logging.getLogger("multidb.service")
 
@@ -70,6 +70,8 @@ class RoleRuntime:
         self._execute_pools: dict[bool, asyncpg.Pool] = {}
         self._provision_lock = asyncio.Lock()
         self.size: probes.SizeSample | None = None
+        self._health_detail = self._detail_hook("multidb_health_detail")
+        self._stats_detail = self._detail_hook("multidb_stats_detail")
         self._size_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -131,10 +133,6 @@ class RoleRuntime:
         )
         return pool
 
-    def admin_connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
-        acquired: contextlib.AbstractAsyncContextManager[asyncpg.Connection] = self.admin.acquire()
-        return acquired
-
     async def revision(self) -> tuple[str | None, str | None]:
         """The role's migration revision in its database, or why it could not be read."""
         timeout = self.settings.health_timeout_ms
@@ -148,25 +146,28 @@ class RoleRuntime:
             return None, describe(exc, timeout)
         return revision, None
 
-    async def _detail(self, hook: str, conn: asyncpg.Connection) -> dict[str, Any] | None:
+    def _detail_hook(self, hook: str) -> probes.Detail | None:
         caller = getattr(self.plugins.hook, hook)
-        return await probes.merged_detail(caller(role=self.spec.name, connection=conn))
+        if not caller.get_hookimpls():
+            return None  # no plugin adds detail: nothing to call on the hot path
 
-    async def health(self) -> Any:
+        async def detail(conn: asyncpg.Connection) -> dict[str, Any] | None:
+            return await probes.merged_detail(caller(role=self.spec.name, connection=conn))
+
+        return detail
+
+    async def health(self) -> HealthReport:
         return await probes.check_health(
-            self.spec.name,
-            self.admin_connection,
-            self.settings.health_timeout_ms,
-            partial(self._detail, "multidb_health_detail"),
+            self.spec.name, self.admin.acquire, self.settings.health_timeout_ms, self._health_detail
         )
 
-    async def stats(self) -> Any:
+    async def stats(self) -> StatsReport:
         report, self.size = await probes.collect_stats(
             self.spec.name,
-            self.admin_connection,
+            self.admin.acquire,
             self.settings.health_timeout_ms,
             self.size,
-            partial(self._detail, "multidb_stats_detail"),
+            self._stats_detail,
         )
         return report
 
