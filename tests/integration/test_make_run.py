@@ -28,6 +28,7 @@ def test_make_run_on_a_fresh_clone_serves_four_healthy_roles_and_stops_clean(
 ) -> None:
     stack.start()
     assert stack.api_key, "make run prints the key to use"
+    assert httpx.get(f"{stack.gateway}/readyz", timeout=10).status_code == 200
     response = httpx.get(
         f"{stack.gateway}/database/health", headers={"X-API-Key": stack.api_key}, timeout=10
     )
