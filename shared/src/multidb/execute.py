@@ -100,8 +100,8 @@ def to_json_values(rows: list[asyncpg.Record]) -> list[list[Any]]:
     return result
 
 
-def _affected(status: str | None) -> int:
-    # "INSERT 0 3", "UPDATE 2", "DELETE 0", "SELECT 1": the count is the last word, if any.
+def affected_rows(status: str | None) -> int:
+    """Rows a command reported in its status ("INSERT 0 3" → 3, "UPDATE 2" → 2); else 0."""
     last = (status or "").rsplit(" ", 1)[-1]
     return int(last) if last.isdigit() else 0
 
@@ -131,7 +131,7 @@ async def _run(
         else:
             await statement.fetch(*arguments)
             status = statement.get_statusmsg()
-            result, truncated, row_count = [], False, _affected(status)
+            result, truncated, row_count = [], False, affected_rows(status)
         if not request.read_only:
             finish = "COMMIT"
     finally:

@@ -22,6 +22,7 @@ from litestar.params import Body
 from multidb import auth
 from multidb.audit_records import AccessRecord
 from multidb.errors import BadRequestError, DatabaseUnavailableError, describe
+from multidb.execute import affected_rows
 from multidb.service.runtime import UNREACHABLE, RoleRuntime
 
 MAX_BATCH = 1000
@@ -64,11 +65,6 @@ def _columns(records: list[AccessRecord]) -> list[list[object]]:
     return [[getattr(record, name) for record in records] for name in COLUMNS]
 
 
-def _inserted(status: str) -> int:
-    # "INSERT 0 <n>"
-    return int(status.rsplit(" ", 1)[-1])
-
-
 @post(
     "/audit/access",
     opt=auth.needs(auth.ADMIN),
@@ -93,7 +89,7 @@ async def record_access(
     except UNREACHABLE as exc:
         msg = f"database 'logging' is unavailable: {describe(exc, int(INSERT_TIMEOUT_S * 1000))}"
         raise DatabaseUnavailableError(msg) from None
-    return AuditReceipt(received=len(data), inserted=_inserted(status))
+    return AuditReceipt(received=len(data), inserted=affected_rows(status))
 
 
 ROUTES = [record_access]
