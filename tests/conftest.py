@@ -22,6 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "test-api-key-0123456789"
 JWT_SECRET = "test-jwt-secret-with-enough-length-for-hs256"
 BUILTIN_ROLES = ["default", "analytics", "logging", "archive"]
+SPEC_MODELS = {
+    "default": ["User", "People", "Media", "IdentityDocument", "AuditLog", "OCRJob", "Mediable"],
+    "analytics": ["AnalyticsEvent", "UserActivity", "SystemMetrics"],
+    "logging": ["ApplicationLog", "ErrorLog", "AccessLog"],
+    "archive": ["ArchivedMedia", "ArchivedPeople", "ArchivedUser"],
+}
 
 
 def _named_servers() -> dict[str, str] | None:
@@ -97,3 +103,13 @@ def service_client(settings: Settings) -> object:
 def _no_ambient_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests pass settings explicitly; a developer's .env must not leak into them.
     monkeypatch.setenv("MULTI_DB_ENV_FILE", os.devnull)
+
+
+@pytest.fixture
+def spare_cluster(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A second, throw-away cluster with an archive database: safe to stop mid-test."""
+    server = EmbeddedPostgres(tmp_path / "spare")
+    server.start()
+    asyncio.run(server.create_databases(["ocr_archive_db"]))
+    yield server
+    server.stop()

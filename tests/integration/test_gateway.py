@@ -9,7 +9,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,16 +17,10 @@ import pytest
 
 from multidb.embedded import EmbeddedPostgres
 from multidb.settings import Settings
-from tests.conftest import ADMIN, API_KEY, BUILTIN_ROLES, bearer, token
+from tests.conftest import ADMIN, API_KEY, BUILTIN_ROLES, SPEC_MODELS, bearer, token
 from tests.fleet import ProcessFleet
 from tests.processes import wait_ready
 
-SPEC_MODELS = {
-    "default": ["User", "People", "Media", "IdentityDocument", "AuditLog", "OCRJob", "Mediable"],
-    "analytics": ["AnalyticsEvent", "UserActivity", "SystemMetrics"],
-    "logging": ["ApplicationLog", "ErrorLog", "AccessLog"],
-    "archive": ["ArchivedMedia", "ArchivedPeople", "ArchivedUser"],
-}
 TIMEOUT_S = 1.0  # MULTI_DB_SERVICE_TIMEOUT_MS of the fleet
 
 
@@ -255,15 +248,6 @@ def test_killed_service_is_reported_then_recovers(
     finally:
         fleet.start("analytics")
     assert client.get("/database/health", headers=ADMIN).status_code == 200
-
-
-@pytest.fixture
-def spare_cluster(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path / "spare")
-    server.start()
-    asyncio.run(server.create_databases(["ocr_archive_db"]))
-    yield server
-    server.stop()
 
 
 def test_stopped_database_is_reported_then_recovers(

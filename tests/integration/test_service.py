@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -13,14 +11,7 @@ import pytest
 
 from multidb.embedded import EmbeddedPostgres
 from multidb.settings import DatabaseSettings, Settings
-from tests.conftest import ADMIN, BUILTIN_ROLES, JWT_SECRET, bearer, token
-
-SPEC_MODELS = {
-    "default": ["User", "People", "Media", "IdentityDocument", "AuditLog", "OCRJob", "Mediable"],
-    "analytics": ["AnalyticsEvent", "UserActivity", "SystemMetrics"],
-    "logging": ["ApplicationLog", "ErrorLog", "AccessLog"],
-    "archive": ["ArchivedMedia", "ArchivedPeople", "ArchivedUser"],
-}
+from tests.conftest import ADMIN, BUILTIN_ROLES, JWT_SECRET, SPEC_MODELS, bearer, token
 
 
 @pytest.mark.parametrize("role", BUILTIN_ROLES)
@@ -145,15 +136,6 @@ async def test_unreachable_database_is_503_not_a_hang(
         assert (await client.get("/readyz")).status_code == 503
         assert (await client.get("/livez")).status_code == 200
         assert time.monotonic() - started < 5
-
-
-@pytest.fixture
-def spare_cluster(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path / "spare")
-    server.start()
-    asyncio.run(server.create_databases(["ocr_archive_db"]))
-    yield server
-    server.stop()
 
 
 async def test_database_stopped_mid_run_gives_503_then_recovers(
