@@ -3,6 +3,10 @@
 Starts the four role services and the gateway as separate processes (as ``make run``
 does), then prints medians of many requests, each beside its target. The client is
 aiohttp with one keep-alive session, in this process; every figure pays the same client.
+
+For the two fan-out figures it also prints where the CPU went (per process, read from
+the kernel's accounting) and the best p50 those CPU seconds allow on this machine's
+cores: the floor no scheduling can beat, so a miss can be told from a slow hop.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,10 +23,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import msgspec
+import psutil
 import uvloop
 
 from multidb import migrations
-from multidb.embedded import EmbeddedPostgres
+from multidb.embedded import EmbeddedPostgres, free_port
 from multidb.plugins import get_roles
 from multidb.settings import load_settings
 from multidb_gateway.fleet import Fleet
@@ -35,11 +40,70 @@ CONCURRENCY = 32
 THROUGHPUT_REQUESTS = int(os.environ.get("BENCH_THROUGHPUT_REQUESTS", "6000"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+CORES = os.cpu_count() or 1
+
+
+class CpuMeter:
+    """CPU seconds (user + system) spent by the bench's processes, grouped by part."""
+
+    def __init__(self, parts: dict[str, Callable[[], list[psutil.Process]]]) -> None:
+        me = psutil.Process()
+        self.parts: dict[str, Callable[[], list[psutil.Process]]] = {
+            **parts,
+            "client": lambda: [me],
+        }
+
+    def read(self) -> dict[str, float]:
+        spent = {}
+        for part, processes in self.parts.items():
+            total = 0.0
+            for process in processes():
+                try:
+                    times = process.cpu_times()
+                except psutil.Error:
+                    continue  # a PostgreSQL backend that ended between two reads
+                total += times.user + times.system
+            spent[part] = total
+        return spent
+
+
+class CpuUse(msgspec.Struct, frozen=True):
+    """CPU microseconds per request, by part, and the mean wall time of a request."""
+
+    per_request_us: dict[str, float]
+    wall_us: float
+
+    @property
+    def total_us(self) -> float:
+        return sum(self.per_request_us.values())
+
+    @property
+    def floor_ms(self) -> float:
+        """The mean a request could not beat with every core busy on nothing else."""
+        return self.total_us / CORES / 1000
+
+    @property
+    def utilisation(self) -> float:
+        return self.total_us / (self.wall_us * CORES)
+
+
+async def metered(
+    meter: CpuMeter, run: Callable[[], Awaitable[list[float]]]
+) -> tuple[float, CpuUse]:
+    """p50 of ``run``'s latencies and the CPU its requests cost."""
+    before = meter.read()
+    started = time.perf_counter()
+    values = await run()
+    wall_us = (time.perf_counter() - started) * 1e6 / len(values)
+    after = meter.read()
+    per_request = {part: (after[part] - before[part]) * 1e6 / len(values) for part in before}
+    return p50(values), CpuUse(per_request, wall_us)
+
+
+def postgres_processes(server: EmbeddedPostgres) -> Callable[[], list[psutil.Process]]:
+    """The postmaster and its current backends, found afresh at each reading."""
+    postmaster = psutil.Process(int((server.pgdata / "postmaster.pid").read_text().split()[0]))
+    return lambda: [postmaster, *postmaster.children(recursive=True)]
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -118,7 +182,17 @@ def line(name: str, value: str, target: str, ok: bool) -> None:
     print(f"  {name:<58} {value:>14}   target {target:<12} {'PASS' if ok else 'MISS'}")
 
 
-async def measure(ports: dict[str, int], api_key: str) -> None:
+def cpu_row(name: str, use: CpuUse) -> None:
+    parts = "  ".join(f"{use.per_request_us[part]:>7.0f}" for part in PARTS)
+    print(
+        f"  {name:<28} {parts}  {use.total_us:>7.0f}   {use.floor_ms:>8.3f} ms  {use.utilisation:>7.0%}"
+    )
+
+
+PARTS = ("gateway", "services", "postgres", "client")
+
+
+async def measure(ports: dict[str, int], api_key: str, meter: CpuMeter) -> None:
     headers = {"X-API-Key": api_key}
     execute_body = b'{"query": "SELECT 1"}'
     json_headers = {**headers, "content-type": "application/json"}
@@ -140,8 +214,12 @@ async def measure(ports: dict[str, int], api_key: str) -> None:
             session, "POST", f"{default}/execute", json_headers, execute_body, samples=200
         )
 
-        direct_health = p50(await latencies(session, "GET", f"{default}/health", headers))
-        fleet_health = p50(await latencies(session, "GET", f"{gateway}/database/health", headers))
+        direct_health, direct_cpu = await metered(
+            meter, lambda: latencies(session, "GET", f"{default}/health", headers)
+        )
+        fleet_health, fleet_cpu = await metered(
+            meter, lambda: latencies(session, "GET", f"{gateway}/database/health", headers)
+        )
         cached_health = p50(
             await latencies(session, "GET", f"{gateway}/database/health/cached", headers)
         )
@@ -167,8 +245,12 @@ async def measure(ports: dict[str, int], api_key: str) -> None:
     roles = list(get_roles())
     try:
         await timed(lambda: fleet.ask_all("health", roles, headers), 200)
-        concurrent = p50(await timed(lambda: fleet.ask_all("health", roles, headers)))
-        serial = p50(await timed(lambda: fleet.ask_one_by_one("health", roles, headers)))
+        concurrent, concurrent_cpu = await metered(
+            meter, lambda: timed(lambda: fleet.ask_all("health", roles, headers))
+        )
+        serial, serial_cpu = await metered(
+            meter, lambda: timed(lambda: fleet.ask_one_by_one("health", roles, headers))
+        )
     finally:
         await client.close()
 
@@ -216,6 +298,21 @@ async def measure(ports: dict[str, int], api_key: str) -> None:
         ratio <= 1.0,
     )
 
+    print(
+        f"\n  {'CPU per request, us':<28} "
+        + "  ".join(f"{part:>7}" for part in PARTS)
+        + f"  {'total':>7}   floor ({CORES} cores)  use"
+    )
+    cpu_row("direct /health", direct_cpu)
+    cpu_row("fleet /database/health", fleet_cpu)
+    cpu_row("fan-out, concurrent", concurrent_cpu)
+    cpu_row("fan-out, one after another", serial_cpu)
+    print(
+        f"  best possible here: fleet ratio {fleet_cpu.floor_ms / direct_health:.2f}x "
+        f"(its CPU floor / direct p50), fan-out {serial / concurrent_cpu.floor_ms:.2f}x "
+        f"(one-after-another p50 / concurrent floor), each with every core busy"
+    )
+
 
 def main() -> int:
     roles = get_roles()
@@ -256,7 +353,15 @@ def main() -> int:
             wait_ready(f"http://127.0.0.1:{ports[name]}/readyz", process)
         # uvloop, as the gateway and services run under uvicorn: the client side of the
         # fan-out comparison is the gateway's own code and should run on the same loop.
-        uvloop.run(measure(ports, api_key))
+        *services, gateway = [psutil.Process(process.pid) for process in processes]
+        meter = CpuMeter(
+            {
+                "gateway": lambda: [gateway],
+                "services": lambda: services,
+                "postgres": postgres_processes(server),
+            }
+        )
+        uvloop.run(measure(ports, api_key, meter))
     finally:
         for process in processes:
             process.terminate()
