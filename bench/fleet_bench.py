@@ -26,6 +26,7 @@ import aiohttp
 import msgspec
 import psutil
 import uvloop
+from choices import measure_choices
 
 from multidb import migrations
 from multidb.embedded import EmbeddedPostgres, free_port
@@ -362,6 +363,10 @@ def main() -> int:
             }
         )
         uvloop.run(measure(ports, api_key, meter))
+        urls = {role: f"http://127.0.0.1:{ports[role]}" for role in roles}
+        uvloop.run(
+            measure_choices(urls, {"X-API-Key": api_key}, settings.databases["default"], SAMPLES)
+        )
     finally:
         for process in processes:
             process.terminate()
