@@ -3,9 +3,9 @@
 - The gateway's HTTP client: the fan-out of four live ``/health`` calls made with our
   :class:`ServiceClient` (aiohttp) and with an ``httpx.AsyncClient`` doing the same calls,
   each with one keep-alive client and a deadline per call.
-- The health query on the hot path: our admin pool (raw asyncpg, no reset on release),
-  an asyncpg pool with its default reset, and SQLAlchemy's async engine running the same
-  SQL as ``text()``.
+- The health query on the hot path: a role service's own admin pool (raw asyncpg, no
+  reset on release), an asyncpg pool with its default reset, and SQLAlchemy's async engine
+  running the same SQL as ``text()``.
 
 Each figure is the p50 of many sequential rounds plus the CPU this process spent per round.
 """
@@ -22,14 +22,12 @@ import psutil
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from multidb.plugins import get_plugin_manager, get_roles
 from multidb.probes import HEALTH_SQL
-from multidb.settings import DatabaseSettings
+from multidb.service.runtime import RoleRuntime
+from multidb.settings import Settings
 from multidb_gateway.fleet import Fleet
 from multidb_gateway.services import ServiceClient
-
-
-async def _keep_session(_: asyncpg.Connection) -> None:
-    return None
 
 
 async def rounds(call: Callable[[], Awaitable[object]], samples: int) -> tuple[float, float]:
@@ -51,7 +49,7 @@ async def rounds(call: Callable[[], Awaitable[object]], samples: int) -> tuple[f
 
 def row(name: str, figures: tuple[float, float], note: str = "") -> None:
     p50, cpu = figures
-    print(f"    {name:<46} p50 {p50:7.3f} ms   CPU {cpu:5.0f} us/round  {note}")
+    print(f"    {name:<50} p50 {p50:7.3f} ms   CPU {cpu:5.0f} us/round  {note}")
 
 
 async def clients(urls: Mapping[str, str], headers: Mapping[str, str], samples: int) -> None:
@@ -82,10 +80,11 @@ async def clients(urls: Mapping[str, str], headers: Mapping[str, str], samples: 
     row("httpx AsyncClient", httpx_figures, f"{slower:.1f}x the p50 of aiohttp")
 
 
-async def health_queries(database: DatabaseSettings, samples: int) -> None:
-    arguments = database.connect_arguments
-    lean = await asyncpg.create_pool(min_size=1, max_size=2, reset=_keep_session, **arguments)
-    default = await asyncpg.create_pool(min_size=1, max_size=2, **arguments)
+async def health_queries(settings: Settings, samples: int) -> None:
+    database = settings.databases["default"]
+    service = RoleRuntime(get_roles()["default"], database, settings, get_plugin_manager())
+    lean = await service.admin
+    default = await asyncpg.create_pool(min_size=1, max_size=2, **database.connect_arguments)
     engine = create_async_engine(database.url(), pool_size=2)
     statement = text(HEALTH_SQL)
 
@@ -100,7 +99,7 @@ async def health_queries(database: DatabaseSettings, samples: int) -> None:
     try:
         figures = [
             (
-                "asyncpg pool, no reset on release (chosen)",
+                "service admin pool, no reset on release (chosen)",
                 await rounds(lambda: with_pool(lean), samples),
             ),
             (
@@ -117,8 +116,8 @@ async def health_queries(database: DatabaseSettings, samples: int) -> None:
 
 
 async def measure_choices(
-    urls: Mapping[str, str], headers: Mapping[str, str], database: DatabaseSettings, samples: int
+    urls: Mapping[str, str], headers: Mapping[str, str], settings: Settings, samples: int
 ) -> None:
     print("\n  choices, re-measured with this code:")
     await clients(urls, headers, samples)
-    await health_queries(database, samples)
+    await health_queries(settings, samples)

@@ -5,7 +5,7 @@ does), then prints medians of many requests, each beside its target. The client 
 aiohttp with one keep-alive session, in this process; every figure pays the same client.
 
 For the two fan-out figures it also prints where the CPU went (per process, read from
-the kernel's accounting) and the best p50 those CPU seconds allow on this machine's
+the kernel's accounting) and the best mean those CPU seconds allow on this machine's
 cores: the floor no scheduling can beat, so a miss can be told from a slow hop.
 """
 
@@ -364,9 +364,7 @@ def main() -> int:
         )
         uvloop.run(measure(ports, api_key, meter))
         urls = {role: f"http://127.0.0.1:{ports[role]}" for role in roles}
-        uvloop.run(
-            measure_choices(urls, {"X-API-Key": api_key}, settings.databases["default"], SAMPLES)
-        )
+        uvloop.run(measure_choices(urls, {"X-API-Key": api_key}, settings, SAMPLES))
     finally:
         for process in processes:
             process.terminate()
