@@ -14,9 +14,12 @@ class MultiDBError(Exception):
     status_code = 500
     title = "Internal error"
 
-    def __init__(self, detail: str, **extra: object) -> None:
+    def __init__(
+        self, detail: str, *, headers: dict[str, str] | None = None, **extra: object
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers
         self.extra = extra
 
 
@@ -30,6 +33,13 @@ class SQLError(MultiDBError):
     title = "SQL error"
 
 
+class ResultTooLargeError(MultiDBError):
+    """A single row of the result is larger than the whole answer may be."""
+
+    status_code = 400
+    title = "Result too large"
+
+
 class ForbiddenError(MultiDBError):
     status_code = 403
     title = "Forbidden"
@@ -38,6 +48,13 @@ class ForbiddenError(MultiDBError):
 class NotFoundError(MultiDBError):
     status_code = 404
     title = "Not found"
+
+
+class TooManyRequestsError(MultiDBError):
+    """The caller already runs as many statements as it may; it should retry later."""
+
+    status_code = 429
+    title = "Too many requests"
 
 
 class DatabaseUnavailableError(MultiDBError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -29,14 +30,43 @@ from multidb.errors import (
     CONNECTION_ERRORS,
     BadRequestError,
     DatabaseUnavailableError,
+    MultiDBError,
+    ResultTooLargeError,
     SQLError,
     TimeoutExceededError,
     describe,
 )
 from multidb.named_params import to_positional
+from multidb.settings import Settings
 from multidb.wire import ExecuteRequest, ExecuteResult
 
 QUERY_CANCELED = "57014"
+PROTOCOL_VIOLATION = "08P01"
+# Queries longer than this are scanned for parameters in a worker thread.
+SCAN_INLINE_CHARS = 16 * 1024
+
+# Types whose JSON is short whatever the value: a result of only these is fetched at once.
+FIXED_WIDTH_TYPES = frozenset(
+    {
+        "bool",
+        "int2",
+        "int4",
+        "int8",
+        "oid",
+        "float4",
+        "float8",
+        "date",
+        "time",
+        "timetz",
+        "timestamp",
+        "timestamptz",
+        "uuid",
+        "interval",
+        "money",
+    }
+)
+FIXED_WIDTH_JSON_BYTES = 64
+_encode_row = msgspec.json.Encoder(enc_hook=str).encode
 
 # What a JSON parameter becomes for each PostgreSQL parameter type the server inferred.
 PARAMETER_TYPES: dict[str, type] = {
@@ -64,8 +94,47 @@ PARAMETER_TYPES: dict[str, type] = {
 
 
 class ExecuteLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """What one execute may use: time, rows, result bytes, query bytes, time in the queue."""
+
     timeout_ms: int
     max_rows: int
+    max_bytes: int = 8 * 1024 * 1024
+    max_query_bytes: int = 256 * 1024
+    queue_timeout_ms: int = 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ExecuteLimits:
+        return cls(
+            timeout_ms=settings.execute_timeout_ms,
+            max_rows=settings.execute_max_rows,
+            max_bytes=settings.execute_max_bytes,
+            max_query_bytes=settings.execute_max_query_bytes,
+            queue_timeout_ms=settings.execute_queue_timeout_ms,
+        )
+
+
+def check_request(request: ExecuteRequest, limits: ExecuteLimits) -> None:
+    """Refuse (400) what PostgreSQL would refuse anyway or what exceeds a limit, before any I/O."""
+    query = request.query
+    if not query.strip():
+        raise BadRequestError("query must not be empty")
+    if len(query) > limits.max_query_bytes or len(query.encode()) > limits.max_query_bytes:
+        msg = (
+            f"the query is longer than {limits.max_query_bytes} bytes "
+            "(MULTI_DB_EXECUTE_MAX_QUERY_BYTES)"
+        )
+        raise BadRequestError(msg)
+    if "\x00" in query:
+        # PostgreSQL's protocol ends a string at NUL: sent, it would break the connection.
+        raise BadRequestError("the query contains a NUL character (\\u0000)")
+
+
+async def positional_query(query: str) -> tuple[str, list[str]]:
+    """:func:`~multidb.named_params.to_positional`, off the event loop for long queries."""
+    if len(query) <= SCAN_INLINE_CHARS:
+        return to_positional(query)
+    # Linear, but a long scan would still hold every other request of the service.
+    return await asyncio.to_thread(to_positional, query)
 
 
 def bind_arguments(
@@ -78,6 +147,9 @@ def bind_arguments(
     unknown = sorted(set(params) - set(names))
     if unknown:
         raise BadRequestError(f"unknown parameter(s): {', '.join(':' + n for n in unknown)}")
+    if len(parameters) != len(names):
+        msg = f"the statement has {len(parameters)} parameter(s) for {len(names)} name(s)"
+        raise BadRequestError(msg)
     arguments = []
     for name, parameter in zip(names, parameters, strict=True):
         value = params[name]
@@ -95,9 +167,63 @@ def bind_arguments(
     return arguments
 
 
-def to_json_values(rows: list[asyncpg.Record]) -> list[list[Any]]:
-    result: list[list[Any]] = msgspec.to_builtins([list(row) for row in rows], enc_hook=str)
-    return result
+class Rows(msgspec.Struct, frozen=True):
+    """Rows already encoded as one JSON array, with why they stop where they do."""
+
+    json: msgspec.Raw
+    count: int
+    truncated_by: str | None
+
+
+NO_ROWS = Rows(msgspec.Raw(b"[]"), 0, None)
+
+
+async def fetch_rows(
+    statement: asyncpg.prepared_stmt.PreparedStatement,
+    arguments: list[Any],
+    limits: ExecuteLimits,
+) -> Rows:
+    """Fetch from a cursor in batches until the rows end or the row or byte cap is reached.
+
+    Each row is encoded to JSON as it arrives, so the answer is never larger than
+    ``max_bytes``; batches start at one row when a column's width is unknown (text, bytea,
+    json, arrays...) and grow by at most 4x, sized by the largest row seen, so the memory a
+    batch holds stays near the cap. A first row that alone exceeds the cap is refused.
+    """
+    attributes = statement.get_attributes()
+    fixed = all(attribute.type.name in FIXED_WIDTH_TYPES for attribute in attributes)
+    row_guess = FIXED_WIDTH_JSON_BYTES * max(1, len(attributes))
+    cursor = await statement.cursor(*arguments)
+    parts: list[bytes] = []
+    used, largest = 2, 1  # the array's brackets
+    batch = max(1, min(limits.max_rows + 1, limits.max_bytes // row_guess)) if fixed else 1
+    truncated_by: str | None = None
+    while truncated_by is None:
+        rows = await cursor.fetch(batch)
+        for row in rows:
+            if len(parts) == limits.max_rows:
+                truncated_by = "rows"
+                break
+            encoded = _encode_row(tuple(row))
+            size = len(encoded) + 1  # and its comma
+            if used + size > limits.max_bytes:
+                if not parts:
+                    msg = (
+                        f"the first row alone is {size} bytes as JSON, more than the "
+                        f"{limits.max_bytes}-byte result cap (MULTI_DB_EXECUTE_MAX_BYTES); "
+                        "select fewer columns or a part of the value (left(), substring())"
+                    )
+                    raise ResultTooLargeError(msg)
+                truncated_by = "bytes"
+                break
+            parts.append(encoded)
+            used += size
+            largest = max(largest, size)
+        if len(rows) < batch:
+            break
+        room = (limits.max_bytes - used) // largest
+        batch = max(1, min(room, batch * 4, limits.max_rows + 1 - len(parts)))
+    return Rows(msgspec.Raw(b"[" + b",".join(parts) + b"]"), len(parts), truncated_by)
 
 
 def affected_rows(status: str | None) -> int:
@@ -106,13 +232,20 @@ def affected_rows(status: str | None) -> int:
     return int(last) if last.isdigit() else 0
 
 
+class Outcome(msgspec.Struct, frozen=True):
+    columns: list[str]
+    rows: Rows
+    row_count: int
+    status: str | None
+
+
 async def _run(
     conn: asyncpg.Connection,
     sql: str,
     names: list[str],
     request: ExecuteRequest,
     limits: ExecuteLimits,
-) -> tuple[list[str], list[list[Any]], int, bool, str | None]:
+) -> Outcome:
     mode = "READ ONLY" if request.read_only else "READ WRITE"
     # Our own constant text, so the simple protocol is safe here; user SQL never goes this way.
     await conn.execute(f"BEGIN {mode}; SET LOCAL statement_timeout = {int(limits.timeout_ms)}")
@@ -122,52 +255,76 @@ async def _run(
         arguments = bind_arguments(names, request.params, statement.get_parameters())
         columns = [attribute.name for attribute in statement.get_attributes()]
         if columns:
-            cursor = await statement.cursor(*arguments)
-            rows = await cursor.fetch(limits.max_rows + 1)
-            truncated = len(rows) > limits.max_rows
-            rows = rows[: limits.max_rows]
-            result = to_json_values(rows)
-            status, row_count = None, len(result)
+            rows = await fetch_rows(statement, arguments, limits)
+            status, row_count = None, rows.count
         else:
             await statement.fetch(*arguments)
             status = statement.get_statusmsg()
-            result, truncated, row_count = [], False, affected_rows(status)
+            rows, row_count = NO_ROWS, affected_rows(status)
         if not request.read_only:
             finish = "COMMIT"
     finally:
+        # After a cancellation asyncpg has already asked the server to cancel the statement;
+        # this waits for that, then ends the transaction so the connection goes back clean.
         await conn.execute(finish)
-    return columns, result, row_count, truncated, status
+    return Outcome(columns, rows, row_count, status)
+
+
+def _sql_error(role: str, exc: asyncpg.PostgresError, limits: ExecuteLimits) -> MultiDBError:
+    if exc.sqlstate == QUERY_CANCELED:
+        msg = f"the statement ran longer than {limits.timeout_ms} ms and was cancelled"
+        return TimeoutExceededError(msg)
+    if exc.sqlstate == PROTOCOL_VIOLATION:
+        # Only the caller's bytes reach the protocol unchecked (the query, bound values).
+        return BadRequestError(f"PostgreSQL refused the request's bytes: {describe(exc)}")
+    if isinstance(exc, CONNECTION_ERRORS):
+        return DatabaseUnavailableError(f"database {role!r} is unavailable: {describe(exc)}")
+    return SQLError(
+        exc.args[0] if exc.args else "SQL error",
+        sqlstate=exc.sqlstate,
+        hint=getattr(exc, "hint", None),
+        position=getattr(exc, "position", None),
+    )
+
+
+async def _acquire(pool: asyncpg.Pool, role: str, limits: ExecuteLimits) -> asyncpg.Connection:
+    """A connection of the execute pool, or 503 with Retry-After once the queue wait is up."""
+    try:
+        conn: asyncpg.Connection = await pool.acquire(timeout=limits.queue_timeout_ms / 1000)
+    except TimeoutError:
+        msg = (
+            f"every connection for statements on {role!r} stayed busy for "
+            f"{limits.queue_timeout_ms} ms; retry later"
+        )
+        retry = str(max(1, math.ceil(limits.timeout_ms / 1000)))
+        raise DatabaseUnavailableError(msg, headers={"Retry-After": retry}) from None
+    except asyncpg.PostgresError as exc:
+        raise _sql_error(role, exc, limits) from None
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailableError(
+            f"database {role!r} is unavailable: {describe(exc)}"
+        ) from None
+    return conn
 
 
 async def execute(
     pool: asyncpg.Pool, role: str, request: ExecuteRequest, limits: ExecuteLimits
 ) -> ExecuteResult:
-    """Run ``request`` on ``pool``; raise a :class:`~multidb.errors.MultiDBError` on failure."""
-    if not request.query.strip():
-        raise BadRequestError("query must not be empty")
-    sql, names = to_positional(request.query)
+    """Run ``request`` on ``pool``; raise a :class:`~multidb.errors.MultiDBError` on failure.
+
+    Cancelling the calling task (the caller went away) cancels the statement in PostgreSQL.
+    """
+    check_request(request, limits)
+    sql, names = await positional_query(request.query)
     started = time.perf_counter()
+    conn = await _acquire(pool, role, limits)
     # The server cancels at statement_timeout; this deadline only covers a stuck network.
     deadline = limits.timeout_ms / 1000 + 2.0
     try:
-        async with asyncio.timeout(deadline), pool.acquire() as conn:
-            columns, result, row_count, truncated, status = await _run(
-                conn, sql, names, request, limits
-            )
+        async with asyncio.timeout(deadline):
+            outcome = await _run(conn, sql, names, request, limits)
     except asyncpg.PostgresError as exc:
-        if exc.sqlstate == QUERY_CANCELED:
-            msg = f"the statement ran longer than {limits.timeout_ms} ms and was cancelled"
-            raise TimeoutExceededError(msg) from None
-        if isinstance(exc, CONNECTION_ERRORS):
-            raise DatabaseUnavailableError(
-                f"database {role!r} is unavailable: {describe(exc)}"
-            ) from None
-        raise SQLError(
-            exc.args[0] if exc.args else "SQL error",
-            sqlstate=exc.sqlstate,
-            hint=getattr(exc, "hint", None),
-            position=getattr(exc, "position", None),
-        ) from None
+        raise _sql_error(role, exc, limits) from None
     except TimeoutError:
         msg = f"no answer from database {role!r} within {deadline:.1f} s"
         raise TimeoutExceededError(msg) from None
@@ -175,15 +332,18 @@ async def execute(
         raise DatabaseUnavailableError(
             f"database {role!r} is unavailable: {describe(exc)}"
         ) from None
+    finally:
+        await pool.release(conn)
     return ExecuteResult(
         database=role,
         query=request.query,
         params=request.params,
-        result=result,
-        columns=columns,
-        row_count=row_count,
-        truncated=truncated,
+        result=outcome.rows.json,
+        columns=outcome.columns,
+        row_count=outcome.row_count,
+        truncated=outcome.rows.truncated_by is not None,
+        truncated_by=outcome.rows.truncated_by,
         duration_ms=round((time.perf_counter() - started) * 1000, 3),
         read_only=request.read_only,
-        status=status,
+        status=outcome.status,
     )

@@ -96,6 +96,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     routing: dict[str, str] = msgspec.field(default_factory=dict)
     execute_timeout_ms: Positive = 5000
     execute_max_rows: Positive = 1000
+    execute_max_bytes: Positive = 8 * 1024 * 1024
+    execute_max_query_bytes: Positive = 256 * 1024
+    execute_queue_timeout_ms: Positive = 1000
+    execute_concurrency_per_caller: Positive = 8
+    execute_work_mem_kb: Annotated[int, msgspec.Meta(ge=64)] = 16 * 1024
+    execute_temp_file_limit_kb: Annotated[int, msgspec.Meta(ge=-1)] = 256 * 1024
+    execute_idle_in_transaction_ms: Positive = 10_000
+    execute_connection_limit: Positive = 20
+    request_max_bytes: Positive = 4 * 1024 * 1024
     health_timeout_ms: Positive = 2000
     jwt_secret: str = ""
     api_keys: tuple[str, ...] = ()
@@ -108,6 +117,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 GLOBAL_VARIABLES = (
     ("MULTI_DB_EXECUTE_TIMEOUT_MS", "execute_timeout_ms"),
     ("MULTI_DB_EXECUTE_MAX_ROWS", "execute_max_rows"),
+    ("MULTI_DB_EXECUTE_MAX_BYTES", "execute_max_bytes"),
+    ("MULTI_DB_EXECUTE_MAX_QUERY_BYTES", "execute_max_query_bytes"),
+    ("MULTI_DB_EXECUTE_QUEUE_TIMEOUT_MS", "execute_queue_timeout_ms"),
+    ("MULTI_DB_EXECUTE_CONCURRENCY_PER_CALLER", "execute_concurrency_per_caller"),
+    ("MULTI_DB_EXECUTE_WORK_MEM_KB", "execute_work_mem_kb"),
+    ("MULTI_DB_EXECUTE_TEMP_FILE_LIMIT_KB", "execute_temp_file_limit_kb"),
+    ("MULTI_DB_EXECUTE_IDLE_IN_TRANSACTION_MS", "execute_idle_in_transaction_ms"),
+    ("MULTI_DB_EXECUTE_CONNECTION_LIMIT", "execute_connection_limit"),
+    ("MULTI_DB_REQUEST_MAX_BYTES", "request_max_bytes"),
     ("MULTI_DB_HEALTH_TIMEOUT_MS", "health_timeout_ms"),
     ("JWT_SECRET", "jwt_secret"),
 )

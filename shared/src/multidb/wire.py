@@ -7,7 +7,7 @@ an answer that has nothing to say in them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -65,15 +65,20 @@ class ExecuteRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class ExecuteResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``result``: the rows as a JSON array of arrays, encoded while they were fetched.
+    ``truncated_by``: ``"rows"`` or ``"bytes"``, the cap that cut the result, when it was cut.
+    """
+
     database: str
     query: str
     params: dict[str, Any]
-    result: list[list[Any]]
+    result: msgspec.Raw
     columns: list[str]
     row_count: int
     truncated: bool
     duration_ms: float
     read_only: bool
+    truncated_by: Literal["rows", "bytes"] | None = None
     status: str | None = None
 
 

@@ -39,6 +39,8 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
         if database is None:
             msg = f"role {role!r} has no database configured: set {spec.prefix}HOST"
             raise SettingsError(msg)
+        # Read by Litestar on a route's first request, so the setting can arrive here.
+        app.request_max_body_size = current.request_max_bytes
         app.state.authenticator = auth.Authenticator(current.jwt_secret, current.api_keys)
         app.state.router = DatabaseRouter(get_roles(), current.routing)
         app.state.head_revision = head_revision(spec)

@@ -9,8 +9,9 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 
 from multidb import auth
+from multidb.disconnect import cancel_on_disconnect
 from multidb.errors import ForbiddenError
-from multidb.execute import ExecuteLimits, execute
+from multidb.execute import execute
 from multidb.service.runtime import RoleRuntime
 from multidb.wire import (
     HEALTHY,
@@ -107,12 +108,13 @@ async def execute_query(
     refusals = [vote.reason or "refused by a plugin" for vote in votes if vote and not vote.allow]
     if refusals:
         raise ForbiddenError("; ".join(refusals))
-    settings = runtime.settings
-    limits = ExecuteLimits(
-        timeout_ms=settings.execute_timeout_ms, max_rows=settings.execute_max_rows
-    )
-    pool = await runtime.execute_pool(read_only=data.read_only)
-    return await execute(pool, runtime.spec.name, data, limits)
+
+    async def run() -> ExecuteResult:
+        pool = await runtime.execute_pool(read_only=data.read_only)
+        return await execute(pool, runtime.spec.name, data, runtime.limits)
+
+    with runtime.callers.slot(principal.subject):
+        return await cancel_on_disconnect(request.receive, run())
 
 
 ROUTES = [livez, readyz, health, stats, models, backup_info, execute_query]

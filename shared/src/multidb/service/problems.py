@@ -35,7 +35,11 @@ def _phrase(status: int) -> str:
 def _from_domain(exc: MultiDBError) -> ProblemDetailsException:
     extra = {key: value for key, value in exc.extra.items() if value is not None}
     return ProblemDetailsException(
-        detail=exc.detail, status_code=exc.status_code, title=exc.title, extra=extra or None
+        detail=exc.detail,
+        status_code=exc.status_code,
+        title=exc.title,
+        headers=exc.headers,
+        extra=extra or None,
     )
 
 
@@ -51,6 +55,13 @@ def _from_http(exc: HTTPException) -> ProblemDetailsException:
     )
 
 
+def _from_recursion(_: RecursionError) -> ProblemDetailsException:
+    # Raised by the JSON decoder on input nested deeper than it follows: the caller's bytes.
+    return ProblemDetailsException(
+        detail="the request body is nested too deeply", status_code=400, title="Bad request"
+    )
+
+
 def _from_unexpected(exc: Exception) -> ProblemDetailsException:
     # The type only: arguments of driver errors may quote connection details.
     log.error("unhandled %s", type(exc).__name__)
@@ -63,6 +74,7 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
     mapping: dict[type[Exception], Any] = {
         MultiDBError: _from_domain,
         HTTPException: _from_http,
+        RecursionError: _from_recursion,
         Exception: _from_unexpected,
     }
     return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +15,10 @@ import pluggy
 
 from multidb import probes
 from multidb.errors import CONNECTION_ERRORS, DatabaseUnavailableError, describe
+from multidb.execute import ExecuteLimits
 from multidb.execute_logins import ExecuteLogin, provision_execute_logins
 from multidb.roles import RoleSpec
+from multidb.service.caller_limit import CallerLimit
 from multidb.settings import DatabaseSettings, Settings
 from multidb.wire import HealthReport, StatsReport
 
@@ -63,6 +66,11 @@ class RoleRuntime:
         self.database = database
         self.settings = settings
         self.plugins = plugins
+        self.limits = ExecuteLimits.from_settings(settings)
+        self.callers = CallerLimit(
+            settings.execute_concurrency_per_caller,
+            retry_after_s=max(1, math.ceil(settings.execute_timeout_ms / 1000)),
+        )
         # The admin pool runs only our fixed read-only catalog queries, which leave no session
         # state behind: skipping asyncpg's reset-on-release saves a round trip per check.
         # Execute pools keep the reset, since user SQL may leave state.
