@@ -324,7 +324,12 @@ async def _burst(base: str, count: int) -> list[int]:
 
 def test_four_hundred_concurrent_requests_are_all_answered(fleet: ProcessFleet) -> None:
     statuses = asyncio.run(_burst(fleet.gateway, 400))
-    assert statuses == [200] * 400
+    health = [status for index, status in enumerate(statuses) if index % 4]
+    executes = [status for index, status in enumerate(statuses) if index % 4 == 0]
+    assert health == [200] * 300
+    # One caller's hundred statements at once: those beyond its share are told to retry.
+    assert set(executes) <= {200, 429}
+    assert executes.count(200) >= 8
 
 
 def _multidb(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -26,6 +26,8 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         current = settings or get_gateway_settings()
         runtime = GatewayRuntime(current, DatabaseRouter(get_roles(), current.core.routing))
+        # Read by Litestar on a route's first request, so the setting can arrive here.
+        app.request_max_body_size = current.core.request_max_bytes
         app.state.authenticator = runtime.authenticator
         app.state.gateway = runtime
         await runtime.start()

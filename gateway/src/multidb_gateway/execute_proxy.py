@@ -19,17 +19,20 @@ from litestar.exceptions import HTTPException
 
 from multidb import auth
 from multidb.audit_records import AccessRecord, fingerprint, preview
+from multidb.disconnect import cancel_on_disconnect
 from multidb.errors import (
+    BadGatewayError,
     BadRequestError,
     DatabaseUnavailableError,
     ForbiddenError,
     NotFoundError,
     TimeoutExceededError,
 )
+from multidb.execute import check_request
 from multidb.request_id import request_id_of
 from multidb.wire import ExecuteRequest
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
-from multidb_gateway.services import ServiceUnreachableError
+from multidb_gateway.services import ServiceAnswer, ServiceUnreachableError
 
 _decode_request = msgspec.json.Decoder(ExecuteRequest).decode
 
@@ -38,7 +41,37 @@ class _Counted(msgspec.Struct):
     row_count: int | None = None
 
 
+class _Problem(msgspec.Struct):
+    status: int
+    title: str
+
+
 _decode_count = msgspec.json.Decoder(_Counted).decode
+_decode_problem = msgspec.json.Decoder(_Problem).decode
+# Room for the answer's envelope beyond its rows and the echoed query and params.
+ENVELOPE_BYTES = 64 * 1024
+
+
+def decode_request(body: bytes) -> ExecuteRequest:
+    """The execute body, or 400 for anything that is not one (too deeply nested included)."""
+    try:
+        return _decode_request(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequestError(f"invalid execute body: {exc}") from None
+    except RecursionError:
+        raise BadRequestError("invalid execute body: nested too deeply") from None
+
+
+def checked_answer(name: str, answer: ServiceAnswer) -> tuple[int | None, str | None]:
+    """``(row_count, error)`` of a service's answer, after making sure it is what it claims."""
+    try:
+        if answer.status == 200:
+            return _decode_count(answer.body).row_count, None
+        problem = _decode_problem(answer.body)
+    except (msgspec.DecodeError, RecursionError):
+        msg = f"the {name} service answered {answer.status} with an unreadable body"
+        raise BadGatewayError(msg) from None
+    return None, f"{problem.title} ({problem.status})"[:500]
 
 
 def _outcome(status: int, forwarded: bool) -> str:
@@ -67,31 +100,34 @@ async def forward_execute(
         if name not in runtime.roles:
             raise NotFoundError(runtime.unknown(name))
         body = await request.body()
-        try:
-            query = _decode_request(body)
-        except msgspec.DecodeError as exc:
-            raise BadRequestError(f"invalid execute body: {exc}") from None
+        query = decode_request(body)
+        limits = runtime.execute_limits
+        check_request(query, limits)
         auth.check_write(principal, query.read_only)
-        timeout_ms = runtime.settings.core.execute_timeout_ms + runtime.settings.service_timeout_ms
+        # Longer than the service may take, so a statement that times out comes back as
+        # the service's own 504 problem, not as the gateway's.
+        timeout_ms = limits.longest_ms + runtime.settings.service_timeout_ms
         forwarded = True
+        call = runtime.client.call(
+            name,
+            "POST",
+            "/execute",
+            {**forward_headers(request), "content-type": "application/json"},
+            timeout_ms,
+            body=body,
+            max_bytes=limits.max_bytes + len(body) + ENVELOPE_BYTES,
+        )
         try:
-            answer = await runtime.client.call(
-                name,
-                "POST",
-                "/execute",
-                {**forward_headers(request), "content-type": "application/json"},
-                timeout_ms,
-                body=body,
-            )
+            answer = await cancel_on_disconnect(request.receive, call)
         except ServiceUnreachableError as exc:
             kind = TimeoutExceededError if exc.timed_out else DatabaseUnavailableError
             raise kind(f"the {name} service {exc.reason}") from None
         status = answer.status
-        if status == 200:
-            row_count = _decode_count(answer.body).row_count
-        else:
-            error = answer.body[:500].decode(errors="replace")
-        return Response(answer.body, status_code=status, media_type=answer.content_type)
+        row_count, error = checked_answer(name, answer)
+        headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
+        return Response(
+            answer.body, status_code=status, media_type=answer.content_type, headers=headers
+        )
     except HTTPException as exc:
         status, error = exc.status_code, exc.detail
         raise

@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Request
 
 from multidb import auth
+from multidb.execute import ExecuteLimits
 from multidb.request_id import request_id_of
 from multidb.router import DatabaseRouter
 from multidb_gateway.audit import AuditTrail
@@ -35,6 +36,7 @@ class GatewayRuntime:
         self.settings = settings
         self.router = router
         self.roles = list(settings.services)
+        self.execute_limits = ExecuteLimits.from_settings(settings.core)
         self.authenticator = auth.Authenticator(settings.core.jwt_secret, settings.core.api_keys)
         self.credential = GatewayCredential(settings.core)
         self.client = ServiceClient(settings.services)

@@ -16,11 +16,15 @@ from yarl import URL
 
 from multidb.errors import describe
 
+# What the gateway reads of an answer unless told otherwise: health, stats and the like.
+MAX_ANSWER_BYTES = 1024 * 1024
+
 
 class ServiceAnswer(msgspec.Struct, frozen=True):
     status: int
     body: bytes
     content_type: str
+    retry_after: str | None = None
 
 
 class ServiceUnreachableError(Exception):
@@ -30,6 +34,25 @@ class ServiceUnreachableError(Exception):
         super().__init__(f"service of role {role!r} {reason}")
         self.reason = reason
         self.timed_out = timed_out
+
+
+class AnswerTooLargeError(Exception):
+    pass
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    length = response.content_length
+    if length is not None:
+        if length > max_bytes:
+            raise AnswerTooLargeError
+        return await response.read()
+    chunks, size = [], 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > max_bytes:
+            raise AnswerTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class ServiceClient:
@@ -65,8 +88,13 @@ class ServiceClient:
         timeout_ms: int,
         *,
         body: bytes | None = None,
+        max_bytes: int = MAX_ANSWER_BYTES,
     ) -> ServiceAnswer:
-        """One request to ``role``'s service; raise :class:`ServiceUnreachableError` on failure."""
+        """One request to ``role``'s service; raise :class:`ServiceUnreachableError` on failure.
+
+        At most ``max_bytes`` of the answer are read: a longer answer is a failure too, so
+        the gateway never holds more than that for one call.
+        """
         if self._session is None:
             msg = "ServiceClient.start() was not awaited"
             raise RuntimeError(msg)
@@ -78,12 +106,15 @@ class ServiceClient:
                 asyncio.timeout(timeout_ms / 1000),
                 self._session.request(method, url, headers=headers, data=body) as response,
             ):
-                payload = await response.read()
+                payload = await _read_at_most(response, max_bytes)
                 return ServiceAnswer(
                     response.status,
                     payload,
                     response.headers.get("content-type", "application/json"),
+                    response.headers.get("retry-after"),
                 )
+        except AnswerTooLargeError:
+            raise ServiceUnreachableError(role, f"answered more than {max_bytes} bytes") from None
         except TimeoutError:
             raise ServiceUnreachableError(
                 role, f"timed out after {timeout_ms} ms", timed_out=True

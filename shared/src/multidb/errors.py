@@ -57,6 +57,13 @@ class TooManyRequestsError(MultiDBError):
     title = "Too many requests"
 
 
+class BadGatewayError(MultiDBError):
+    """A service behind the gateway answered something the gateway cannot pass on."""
+
+    status_code = 502
+    title = "Bad gateway"
+
+
 class DatabaseUnavailableError(MultiDBError):
     status_code = 503
     title = "Database unavailable"

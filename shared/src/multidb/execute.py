@@ -38,10 +38,11 @@ from multidb.errors import (
 )
 from multidb.named_params import to_positional
 from multidb.settings import Settings
-from multidb.wire import ExecuteRequest, ExecuteResult
+from multidb.wire import ExecuteRequest, ExecuteResult, TruncatedBy
 
 QUERY_CANCELED = "57014"
 PROTOCOL_VIOLATION = "08P01"
+STUCK_NETWORK_MARGIN_MS = 2000
 # Queries longer than this are scanned for parameters in a worker thread.
 SCAN_INLINE_CHARS = 16 * 1024
 
@@ -101,6 +102,11 @@ class ExecuteLimits(msgspec.Struct, frozen=True, kw_only=True):
     max_bytes: int = 8 * 1024 * 1024
     max_query_bytes: int = 256 * 1024
     queue_timeout_ms: int = 1000
+
+    @property
+    def longest_ms(self) -> int:
+        """The longest one execute may take: its wait for a connection, then its run."""
+        return self.queue_timeout_ms + self.timeout_ms + STUCK_NETWORK_MARGIN_MS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExecuteLimits:
@@ -172,7 +178,7 @@ class Rows(msgspec.Struct, frozen=True):
 
     json: msgspec.Raw
     count: int
-    truncated_by: str | None
+    truncated_by: TruncatedBy | None
 
 
 NO_ROWS = Rows(msgspec.Raw(b"[]"), 0, None)
@@ -197,7 +203,7 @@ async def fetch_rows(
     parts: list[bytes] = []
     used, largest = 2, 1  # the array's brackets
     batch = max(1, min(limits.max_rows + 1, limits.max_bytes // row_guess)) if fixed else 1
-    truncated_by: str | None = None
+    truncated_by: TruncatedBy | None = None
     while truncated_by is None:
         rows = await cursor.fetch(batch)
         for row in rows:
@@ -319,7 +325,7 @@ async def execute(
     started = time.perf_counter()
     conn = await _acquire(pool, role, limits)
     # The server cancels at statement_timeout; this deadline only covers a stuck network.
-    deadline = limits.timeout_ms / 1000 + 2.0
+    deadline = (limits.timeout_ms + STUCK_NETWORK_MARGIN_MS) / 1000
     try:
         async with asyncio.timeout(deadline):
             outcome = await _run(conn, sql, names, request, limits)

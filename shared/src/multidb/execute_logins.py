@@ -18,12 +18,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import secrets
+from collections.abc import Iterable
 
 import asyncpg
 import msgspec
 
-from multidb.settings import DatabaseSettings
+from multidb.settings import DatabaseSettings, Settings
+
+log = logging.getLogger("multidb.execute_logins")
 
 
 class ExecuteLogin(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,6 +38,37 @@ class ExecuteLogin(msgspec.Struct, frozen=True, kw_only=True):
 class ExecuteLogins(msgspec.Struct, frozen=True, kw_only=True):
     reader: ExecuteLogin
     writer: ExecuteLogin
+
+
+class LoginLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """Role defaults of the execute logins: a floor beneath the per-transaction ``SET LOCAL``,
+    so that no statement of theirs can take the server's disk, memory or connections."""
+
+    statement_timeout_ms: int
+    work_mem_kb: int
+    temp_file_limit_kb: int
+    idle_in_transaction_ms: int
+    connection_limit: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoginLimits:
+        return cls(
+            statement_timeout_ms=settings.execute_timeout_ms,
+            work_mem_kb=settings.execute_work_mem_kb,
+            temp_file_limit_kb=settings.execute_temp_file_limit_kb,
+            idle_in_transaction_ms=settings.execute_idle_in_transaction_ms,
+            connection_limit=settings.execute_connection_limit,
+        )
+
+    def role_settings(self) -> dict[str, str]:
+        return {
+            "statement_timeout": f"{self.statement_timeout_ms}ms",
+            "work_mem": f"{self.work_mem_kb}kB",
+            "temp_file_limit": "-1"
+            if self.temp_file_limit_kb < 0
+            else f"{self.temp_file_limit_kb}kB",
+            "idle_in_transaction_session_timeout": f"{self.idle_in_transaction_ms}ms",
+        }
 
 
 def _quote(identifier: str) -> str:
@@ -74,7 +109,10 @@ WRITER_GRANTS = (
 
 
 async def _ensure_login(
-    conn: asyncpg.Connection, login: ExecuteLogin, grants: tuple[str, ...]
+    conn: asyncpg.Connection,
+    login: ExecuteLogin,
+    grants: tuple[str, ...],
+    limits: LoginLimits,
 ) -> None:
     name = _quote(login.username)
     exists = await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", login.username)
@@ -82,26 +120,74 @@ async def _ensure_login(
         # Another replica may create it a moment before us.
         with contextlib.suppress(asyncpg.DuplicateObjectError):
             await conn.execute(f"CREATE ROLE {name} LOGIN")
-    # The password is hex we derived, so inlining it as a literal is safe.
+    # The password is hex we derived and the limit an int, so inlining them is safe.
     await conn.execute(
         f"ALTER ROLE {name} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-        f"NOBYPASSRLS INHERIT PASSWORD '{login.password}'"
+        f"NOBYPASSRLS INHERIT CONNECTION LIMIT {int(limits.connection_limit)} "
+        f"PASSWORD '{login.password}'"
     )
+    for parameter, value in limits.role_settings().items():
+        try:
+            async with conn.transaction():  # a savepoint: one refusal keeps the rest
+                await conn.execute(f"ALTER ROLE {name} SET {parameter} = '{value}'")
+        except asyncpg.InsufficientPrivilegeError:
+            # temp_file_limit is a superuser setting: say so rather than fail start-up.
+            log.warning(
+                "cannot set %s for %s: the configured login lacks the privilege",
+                parameter,
+                login.username,
+            )
     for schema in await conn.fetch(SCHEMAS_SQL):
         for grant in grants:
             await conn.execute(grant.format(schema=_quote(schema["nspname"]), login=name))
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def revoke_system_tables_sql(logins: ExecuteLogins, tables: Iterable[str]) -> str:
+    """One statement taking every privilege on ``tables`` from the execute logins.
+
+    The schema-wide grants and default privileges above cover every table, the system's
+    own included; this takes those back. A table or login that does not exist (yet) is
+    skipped, so it runs after every provisioning and after every migration alike.
+    """
+    table_array = ", ".join(_literal(table) for table in tables)
+    login_array = ", ".join(_literal(login.username) for login in (logins.reader, logins.writer))
+    return f"""
+DO $multidb$
+DECLARE tbl text; login text;
+BEGIN
+  FOREACH tbl IN ARRAY ARRAY[{table_array}]::text[] LOOP
+    FOREACH login IN ARRAY ARRAY[{login_array}]::text[] LOOP
+      IF to_regclass(tbl) IS NOT NULL
+         AND EXISTS (SELECT FROM pg_roles WHERE rolname = login) THEN
+        EXECUTE format('REVOKE ALL ON TABLE %s FROM %I', to_regclass(tbl), login);
+      END IF;
+    END LOOP;
+  END LOOP;
+END $multidb$
+"""
+
+
 async def provision_execute_logins(
-    conn: asyncpg.Connection, database: DatabaseSettings
+    conn: asyncpg.Connection,
+    database: DatabaseSettings,
+    limits: LoginLimits,
+    system_tables: Iterable[str],
 ) -> ExecuteLogins:
-    """Create or update the execute logins with ``conn`` (needs CREATEROLE); return them."""
+    """Create or update the execute logins with ``conn`` (needs CREATEROLE); return them.
+
+    ``system_tables`` are kept out of their reach (see :func:`revoke_system_tables_sql`).
+    """
     logins = derive_logins(database)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('multidb-execute-logins'))")
-        await _ensure_login(conn, logins.reader, READER_GRANTS)
+        await _ensure_login(conn, logins.reader, READER_GRANTS, limits)
         await conn.execute(
             f"ALTER ROLE {_quote(logins.reader.username)} SET default_transaction_read_only = on"
         )
-        await _ensure_login(conn, logins.writer, WRITER_GRANTS)
+        await _ensure_login(conn, logins.writer, WRITER_GRANTS, limits)
+        await conn.execute(revoke_system_tables_sql(logins, system_tables))
     return logins

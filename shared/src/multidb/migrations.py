@@ -19,6 +19,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from multidb.execute_logins import derive_logins, revoke_system_tables_sql
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
 from multidb.settings import DatabaseSettings, get_settings
@@ -42,7 +43,9 @@ def _lock_key(spec: RoleSpec) -> int:
     return zlib.crc32(f"multidb-migrate-{spec.name}".encode())
 
 
-def _run(connection: Connection, spec: RoleSpec, config: Config) -> None:
+def _run(
+    connection: Connection, spec: RoleSpec, config: Config, database: DatabaseSettings
+) -> None:
     connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _lock_key(spec)})
     try:
         context.configure(
@@ -56,6 +59,10 @@ def _run(connection: Connection, spec: RoleSpec, config: Config) -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+        # A migration may add a system table, which the schema's default privileges have
+        # just granted to the execute logins: take it back before anyone can use it.
+        revoke = revoke_system_tables_sql(derive_logins(database), spec.system_tables)
+        connection.exec_driver_sql(revoke)
     finally:
         connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _lock_key(spec)})
         connection.commit()
@@ -83,7 +90,7 @@ def run_env(role: str) -> None:
         raise RuntimeError(msg)
     connection = config.attributes.get("connection")
     if connection is not None:
-        _run(connection, spec, config)
+        _run(connection, spec, config, database)
         return
     asyncio.run(_run_async(database, spec, config))
 
@@ -92,7 +99,7 @@ async def _run_async(database: DatabaseSettings, spec: RoleSpec, config: Config)
     engine = create_async_engine(database.url(), poolclass=NullPool)
     try:
         async with engine.connect() as connection:
-            await connection.run_sync(_run, spec, config)
+            await connection.run_sync(_run, spec, config, database)
     finally:
         await engine.dispose()
 

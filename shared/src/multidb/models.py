@@ -1,4 +1,6 @@
-"""What every role's models share: a naming convention, so migrations name constraints alike."""
+"""What every role's models share: a naming convention, so migrations name constraints alike,
+and the mark of a system table.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +13,12 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# A table whose ``info`` holds this key is the system's own (audit trail, ledgers, ...):
+# the execute logins never see or change it. ``__table_args__ = (..., {"info": SYSTEM_TABLE})``
+SYSTEM_TABLE_KEY = "multidb_system"
+SYSTEM_TABLE = {SYSTEM_TABLE_KEY: True}
 
 
 def role_metadata() -> MetaData:

@@ -7,6 +7,8 @@ from pathlib import Path
 import msgspec
 from sqlalchemy import MetaData
 
+from multidb.models import SYSTEM_TABLE_KEY
+
 
 class RoleSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the system needs to know about one database role.
@@ -37,6 +39,18 @@ class RoleSpec(msgspec.Struct, frozen=True, kw_only=True):
     def version_table(self) -> str:
         """Alembic version table of the role: one per role, so roles may share a database."""
         return f"alembic_version_{self.name}"
+
+    @property
+    def system_tables(self) -> tuple[str, ...]:
+        """Tables no execute login may read or write: the version table and every table
+        marked :data:`~multidb.models.SYSTEM_TABLE`, so a role inherits the split by
+        marking its own bookkeeping tables."""
+        marked = [
+            table.fullname
+            for table in self.metadata.tables.values()
+            if table.info.get(SYSTEM_TABLE_KEY)
+        ]
+        return (self.version_table, *marked)
 
     @property
     def model_names(self) -> list[str]:

@@ -15,6 +15,7 @@ HEALTHY = "healthy"
 UNHEALTHY = "unhealthy"
 AVAILABLE = "available"
 UNAVAILABLE = "unavailable"
+TruncatedBy = Literal["rows", "bytes"]
 
 
 class HealthReport(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -78,7 +79,7 @@ class ExecuteResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     truncated: bool
     duration_ms: float
     read_only: bool
-    truncated_by: Literal["rows", "bytes"] | None = None
+    truncated_by: TruncatedBy | None = None
     status: str | None = None
 
 

@@ -16,7 +16,7 @@ import pluggy
 from multidb import probes
 from multidb.errors import CONNECTION_ERRORS, DatabaseUnavailableError, describe
 from multidb.execute import ExecuteLimits
-from multidb.execute_logins import ExecuteLogin, provision_execute_logins
+from multidb.execute_logins import ExecuteLogin, LoginLimits, provision_execute_logins
 from multidb.roles import RoleSpec
 from multidb.service.caller_limit import CallerLimit
 from multidb.settings import DatabaseSettings, Settings
@@ -117,7 +117,12 @@ class RoleRuntime:
                 try:
                     async with asyncio.timeout(self.settings.health_timeout_ms / 1000):
                         async with self.admin.acquire() as conn:
-                            logins = await provision_execute_logins(conn, self.database)
+                            logins = await provision_execute_logins(
+                                conn,
+                                self.database,
+                                LoginLimits.from_settings(self.settings),
+                                self.spec.system_tables,
+                            )
                 except UNREACHABLE as exc:
                     timeout = self.settings.health_timeout_ms
                     msg = f"database {self.spec.name!r} is unavailable: {describe(exc, timeout)}"

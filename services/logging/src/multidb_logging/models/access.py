@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from multidb.models import check_in
+from multidb.models import SYSTEM_TABLE, check_in
 from multidb_logging.models.base import LoggingBase
 
 AUTH_METHODS = ("jwt", "api_key", "anonymous")
@@ -44,6 +44,8 @@ class AccessLog(LoggingBase):
         CheckConstraint(check_in("auth_method", AUTH_METHODS), name="auth_method"),
         Index("ix_access_logs_target_role_created_at", "target_role", "created_at"),
         Index("ix_access_logs_outcome_created_at", "outcome", "created_at"),
+        # The audit trail: written by the logging service's own login, never through execute.
+        {"info": SYSTEM_TABLE},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
