@@ -108,6 +108,11 @@ class ExecuteLimits(msgspec.Struct, frozen=True, kw_only=True):
         """The longest one execute may take: its wait for a connection, then its run."""
         return self.queue_timeout_ms + self.timeout_ms + STUCK_NETWORK_MARGIN_MS
 
+    @property
+    def retry_after_s(self) -> int:
+        """What a caller turned away is told to wait: about one queue wait."""
+        return max(1, math.ceil(self.queue_timeout_ms / 1000))
+
     @classmethod
     def from_settings(cls, settings: Settings) -> ExecuteLimits:
         return cls(
@@ -302,7 +307,7 @@ async def _acquire(pool: asyncpg.Pool, role: str, limits: ExecuteLimits) -> asyn
             f"every connection for statements on {role!r} stayed busy for "
             f"{limits.queue_timeout_ms} ms; retry later"
         )
-        retry = str(max(1, math.ceil(limits.timeout_ms / 1000)))
+        retry = str(limits.retry_after_s)
         raise DatabaseUnavailableError(msg, headers={"Retry-After": retry}) from None
     except asyncpg.PostgresError as exc:
         raise _sql_error(role, exc, limits) from None

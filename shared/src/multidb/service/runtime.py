@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -68,8 +67,7 @@ class RoleRuntime:
         self.plugins = plugins
         self.limits = ExecuteLimits.from_settings(settings)
         self.callers = CallerLimit(
-            settings.execute_concurrency_per_caller,
-            retry_after_s=max(1, math.ceil(settings.execute_timeout_ms / 1000)),
+            settings.execute_concurrency_per_caller, retry_after_s=self.limits.retry_after_s
         )
         # The admin pool runs only our fixed read-only catalog queries, which leave no session
         # state behind: skipping asyncpg's reset-on-release saves a round trip per check.
