@@ -6,7 +6,9 @@ still healthy afterwards; the answers stay bounded in bytes whatever the query a
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,3 +210,67 @@ def test_the_row_cap_still_applies_and_says_so(fleet: ProcessFleet) -> None:
     body = answer.json()
     assert (body["row_count"], body["truncated"], body["truncated_by"]) == (1000, True, "rows")
     assert body["result"][-1] == [1000]
+
+
+def _short_names(count: int) -> list[str]:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return [a + b + c for a in letters for b in letters for c in letters][:count]
+
+
+def worst_inputs() -> list[dict[str, object]]:
+    """The most expensive requests a caller can make within the limits, one of each kind."""
+    names = _short_names(17_000)
+    in_list = "SELECT 1 WHERE 1 IN (" + ",".join(f":{name}" for name in names) + ")"
+    return [
+        {"query": in_list, "params": dict.fromkeys(names, 1)},  # many parameters
+        {"query": "SELECT 1 " + "::" * (MAX_QUERY // 2 - 8)},  # longest query, all tokens
+        {"query": 'SELECT 1 AS "' + "x" * (MAX_QUERY - 32) + '"'},  # longest identifier
+        {"query": "SELECT length(:s)", "params": {"s": "y" * (MAX_BODY - 4096)}},  # largest body
+        {"query": "SELECT repeat('x', 1000000) FROM generate_series(1, 5000)"},  # 5 GB result
+    ]
+
+
+async def _health_latencies_under(
+    service: str, bodies: list[bytes], seconds: float
+) -> tuple[list[float], list[int]]:
+    statuses: list[int] = []
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=service, timeout=30) as http:
+        end = time.perf_counter() + seconds
+
+        async def attacker(offset: int) -> None:
+            index = offset
+            while time.perf_counter() < end:
+                body = bodies[index % len(bodies)]
+                answer = await http.post(
+                    "/execute",
+                    content=body,
+                    headers={**EXECUTE, "content-type": "application/json"},
+                )
+                statuses.append(answer.status_code)
+                index += 1
+
+        async def prober() -> None:
+            await asyncio.sleep(0.2)
+            while time.perf_counter() < end:
+                started = time.perf_counter()
+                answer = await http.get("/health", headers=ADMIN)
+                latencies.append(time.perf_counter() - started)
+                assert answer.status_code == 200
+                await asyncio.sleep(0.02)
+
+        await asyncio.gather(prober(), attacker(0))
+    return latencies, statuses
+
+
+def test_health_stays_fast_while_the_worst_inputs_run(fleet: ProcessFleet) -> None:
+    bodies = [json.dumps(body).encode() for body in worst_inputs()]
+    assert all(len(body) <= MAX_BODY for body in bodies)
+    deep = deep_json(100_000)
+    latencies, statuses = asyncio.run(
+        _health_latencies_under(fleet.url("default"), [*bodies, deep], 4.0)
+    )
+    assert len(latencies) >= 50
+    assert set(statuses) <= {200, 400}, statuses
+    assert max(latencies) < 0.1, sorted(latencies)[-5:]
+    fleet_is_healthy(fleet)

@@ -19,9 +19,10 @@ import datetime as dt
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -40,11 +41,14 @@ from multidb.named_params import to_positional
 from multidb.settings import Settings
 from multidb.wire import ExecuteRequest, ExecuteResult, TruncatedBy
 
+T = TypeVar("T")
 QUERY_CANCELED = "57014"
 PROTOCOL_VIOLATION = "08P01"
 STUCK_NETWORK_MARGIN_MS = 2000
 # Queries longer than this are scanned for parameters in a worker thread.
 SCAN_INLINE_CHARS = 16 * 1024
+# Statements with more parameters than this have them converted in a worker thread.
+BIND_INLINE_PARAMETERS = 1000
 
 # Types whose JSON is short whatever the value: a result of only these is fetched at once.
 FIXED_WIDTH_TYPES = frozenset(
@@ -68,6 +72,7 @@ FIXED_WIDTH_TYPES = frozenset(
 )
 FIXED_WIDTH_JSON_BYTES = 64
 _encode_row = msgspec.json.Encoder(enc_hook=str).encode
+_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="multidb-execute")
 
 # What a JSON parameter becomes for each PostgreSQL parameter type the server inferred.
 PARAMETER_TYPES: dict[str, type] = {
@@ -140,12 +145,21 @@ def check_request(request: ExecuteRequest, limits: ExecuteLimits) -> None:
         raise BadRequestError("the query contains a NUL character (\\u0000)")
 
 
+async def _off_loop_when(large: bool, work: Callable[[], T]) -> T:
+    """``work()``, in the one worker thread when ``large``, inline otherwise.
+
+    The work is linear, but on a large input it would still hold every other request of
+    the service for tens of milliseconds. One thread for all: several would take the GIL
+    from the event loop in turns.
+    """
+    if not large:
+        return work()
+    return await asyncio.get_running_loop().run_in_executor(_WORKER, work)
+
+
 async def positional_query(query: str) -> tuple[str, list[str]]:
     """:func:`~multidb.named_params.to_positional`, off the event loop for long queries."""
-    if len(query) <= SCAN_INLINE_CHARS:
-        return to_positional(query)
-    # Linear, but a long scan would still hold every other request of the service.
-    return await asyncio.to_thread(to_positional, query)
+    return await _off_loop_when(len(query) > SCAN_INLINE_CHARS, lambda: to_positional(query))
 
 
 def bind_arguments(
@@ -263,7 +277,10 @@ async def _run(
     finish = "ROLLBACK"
     try:
         statement = await conn.prepare(sql)
-        arguments = bind_arguments(names, request.params, statement.get_parameters())
+        arguments = await _off_loop_when(
+            len(names) > BIND_INLINE_PARAMETERS,
+            lambda: bind_arguments(names, request.params, statement.get_parameters()),
+        )
         columns = [attribute.name for attribute in statement.get_attributes()]
         if columns:
             rows = await fetch_rows(statement, arguments, limits)
