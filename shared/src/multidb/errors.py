@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError
@@ -80,3 +81,19 @@ def describe(exc: BaseException, timeout_ms: int | None = None) -> str:
     if isinstance(exc, asyncpg.InterfaceError | asyncpg.ConnectionDoesNotExistError):
         return f"connection lost: {exc}"
     return type(exc).__name__
+
+
+TRACE_FRAMES = 12
+
+
+def trace(exc: BaseException) -> str:
+    """``Type at file:line in function <- ...`` (innermost first): where ``exc`` was raised.
+
+    Only the type and the frames: never the message, arguments or locals, which for
+    driver errors may quote connection details. Safe to log anywhere.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)[-TRACE_FRAMES:]
+    where = " <- ".join(
+        f"{frame.filename}:{frame.lineno} in {frame.name}" for frame in reversed(frames)
+    )
+    return f"{type(exc).__name__} at {where}" if where else type(exc).__name__

@@ -39,7 +39,9 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
         if database is None:
             msg = f"role {role!r} has no database configured: set {spec.prefix}HOST"
             raise SettingsError(msg)
-        app.state.authenticator = auth.Authenticator(current.jwt_secret, current.api_keys)
+        app.state.authenticator = auth.Authenticator(
+            current.jwt_secret, current.api_keys, current.service_secret
+        )
         app.state.router = DatabaseRouter(get_roles(), current.routing)
         app.state.head_revision = head_revision(spec)
         runtime = RoleRuntime(spec, database, current, plugins)
