@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import traceback
+from pathlib import Path
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError
@@ -94,6 +95,8 @@ def trace(exc: BaseException) -> str:
     """
     frames = traceback.extract_tb(exc.__traceback__)[-TRACE_FRAMES:]
     where = " <- ".join(
-        f"{frame.filename}:{frame.lineno} in {frame.name}" for frame in reversed(frames)
+        # The package folder and the file say where; the rest of the path is the machine's.
+        f"{'/'.join(Path(frame.filename).parts[-2:])}:{frame.lineno} in {frame.name}"
+        for frame in reversed(frames)
     )
     return f"{type(exc).__name__} at {where}" if where else type(exc).__name__
