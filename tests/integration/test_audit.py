@@ -31,7 +31,7 @@ import pytest
 from multidb.audit_records import AccessRecord, fingerprint, preview
 from multidb.embedded import free_port
 from multidb.settings import DatabaseSettings, Settings
-from multidb_gateway.audit import AuditTrail
+from multidb_gateway.audit import AuditTrail, DeliveryRefusedError
 from tests.conftest import API_KEY, JWT_SECRET, bearer
 from tests.fleet import ProcessFleet
 from tests.processes import wait_ready
@@ -431,3 +431,59 @@ def test_hashed_keys_only_audit_is_delivered_and_a_refusing_logging_service_show
     )
     assert cached["logging"]["status"] == "healthy"
     client.close()
+
+
+async def test_a_refusal_is_kept_logged_once_and_never_counted_as_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="multidb.gateway.audit")
+    refusing = True
+    bodies: list[bytes] = []
+
+    async def receiver(body: bytes) -> None:
+        if refusing:
+            raise DeliveryRefusedError("logging service refused the gateway's credentials (401)")
+        bodies.append(body)
+
+    trail = AuditTrail(receiver, batch_size=5, flush_interval_s=0.01, max_backoff_s=0.02)
+    await trail.start()
+    records = [record() for _ in range(3)]
+    for rec in records:
+        trail.record(rec)
+    await eventually(lambda: trail.status().rejected >= 3, "three refused attempts")
+    status = trail.status()
+    assert (status.sent, status.pending, status.dropped, status.refusing) == (0, 3, 0, True)
+    assert status.last_error == (
+        "DeliveryRefusedError: logging service refused the gateway's credentials (401)"
+    )
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "kept, 3 pending" in errors[0].getMessage()
+
+    refusing = False  # the configuration is fixed
+    await eventually(lambda: trail.status().sent == 3, "the kept records delivered")
+    await trail.stop()
+    assert trail.status().refusing is False
+    assert msgspec.json.decode(bodies[0], type=list[AccessRecord]) == records
+    assert any("delivering again" in r.getMessage() for r in caplog.records)
+
+
+async def test_records_refused_as_malformed_are_dropped_not_retried() -> None:
+    calls = 0
+
+    async def receiver(_: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise DeliveryRefusedError(
+                "logging service refused the records (400)", batch_at_fault=True
+            )
+
+    trail = AuditTrail(receiver, batch_size=2, flush_interval_s=0.01, max_backoff_s=0.02)
+    await trail.start()
+    for _ in range(4):
+        trail.record(record())
+    await eventually(lambda: trail.status().pending == 0, "both batches handled")
+    await trail.stop()
+    status = trail.status()
+    assert (status.sent, status.dropped, status.rejected, status.refusing) == (2, 2, 1, False)

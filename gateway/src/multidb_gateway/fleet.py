@@ -85,8 +85,12 @@ class Fleet:
                 _failure(kind, role, f"service {exc.reason}"), ok=False, status=status
             )
         if answer.status in {401, 403}:
-            # Caller credentials the gateway accepted but the service did not: a misconfiguration.
-            error = f"service refused the credentials ({answer.status}); check JWT_SECRET/API_KEYS"
+            # Credentials the gateway accepted (or minted) but the service did not: a
+            # misconfiguration of the secrets they should share.
+            error = (
+                f"service refused the credentials ({answer.status}); "
+                "check JWT_SECRET/API_KEYS/MULTI_DB_SERVICE_SECRET"
+            )
             return RoleAnswer(_failure(kind, role, error), ok=False, status=502)
         if answer.status == 200 or (answer.status == 503 and kind != "backup"):
             # The service's own verdict (healthy, or unhealthy with the database's error),
