@@ -35,6 +35,11 @@ class FaultyPlugin:
             raise RuntimeError(msg)
 
     @hookimpl
+    def multidb_stats_detail(self, role: str, connection: asyncpg.Connection) -> None:
+        if role == "archive":
+            raise KeyError(SECRET)
+
+    @hookimpl
     def multidb_service_routes(self, role: str) -> list[Any] | None:
         if role != "archive":
             return None
@@ -88,6 +93,7 @@ async def test_a_raising_plugin_is_logged_with_its_location_and_answered_without
     async with service_client("archive") as client:
         health = await client.get("/health", headers=ADMIN)
         exploded = await client.get("/explode", headers=ADMIN)
+        stats = await client.get("/stats", headers=ADMIN)
 
     assert health.status_code == 503
     assert health.json() == {"database": "archive", "status": "unhealthy", "error": "RuntimeError"}
@@ -98,17 +104,17 @@ async def test_a_raising_plugin_is_logged_with_its_location_and_answered_without
         "title": "Internal error",
         "detail": "the server failed to answer this request",
     }
-    for answer in (health, exploded):
+    assert stats.json() == {"database": "archive", "status": "unavailable", "error": "KeyError"}
+    for answer in (health, exploded, stats):
         assert SECRET not in answer.text
         assert HERE not in answer.text
 
-    probe_lines = multidb_log.lines("multidb.probes")
-    assert len(probe_lines) == 1, probe_lines
-    assert probe_lines[0].startswith(
-        "health check of archive failed unexpectedly: RuntimeError at "
-    )
-    assert f"{HERE}:" in probe_lines[0]
-    assert "in multidb_health_detail" in probe_lines[0]
+    health_line, stats_line = multidb_log.lines("multidb.probes")
+    assert health_line.startswith("health check of archive failed unexpectedly: RuntimeError at ")
+    assert f"{HERE}:" in health_line
+    assert "in multidb_health_detail" in health_line
+    assert stats_line.startswith("stats of archive failed unexpectedly: KeyError at ")
+    assert "in multidb_stats_detail" in stats_line
 
     error_lines = multidb_log.lines("multidb.errors")
     assert len(error_lines) == 1, error_lines
