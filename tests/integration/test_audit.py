@@ -9,25 +9,31 @@ hold is counted.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
+import httpx
 import msgspec
 import pytest
 
 from multidb.audit_records import AccessRecord, fingerprint, preview
 from multidb.embedded import free_port
 from multidb.settings import DatabaseSettings, Settings
-from multidb_gateway.audit import AuditTrail
+from multidb_gateway.audit import AuditTrail, DeliveryRefusedError
 from tests.conftest import API_KEY, JWT_SECRET, bearer
+from tests.fleet import ProcessFleet
 from tests.processes import wait_ready
 
 ADMIN_HEADERS = {"X-API-Key": API_KEY}
@@ -323,3 +329,161 @@ async def test_the_route_needs_admin_and_a_valid_body(shared_service: LoggingSer
             ) as answer:
                 assert answer.status == 400, (body[:80], await answer.text())
                 assert answer.content_type == "application/problem+json"
+
+
+SERVICE_SECRET = "internal-service-secret-for-the-audit-tests-0123"
+HASHED_ONLY = {
+    "API_KEYS": "sha256:" + hashlib.sha256(API_KEY.encode()).hexdigest(),
+    "JWT_SECRET": "",  # empty: unset
+    "MULTI_DB_SERVICE_SECRET": SERVICE_SECRET,
+}
+
+
+def _poll(check: Callable[[], object], what: str, timeout_s: float = DEADLINE_S) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened within {timeout_s} s: {what}")
+        time.sleep(0.05)
+
+
+def _rows_of(database: DatabaseSettings, request_id: str) -> list[asyncpg.Record]:
+    async def fetch() -> list[asyncpg.Record]:
+        conn = await _connect(database)
+        try:
+            rows: list[asyncpg.Record] = await conn.fetch(
+                "SELECT * FROM access_logs WHERE request_id = $1", request_id
+            )
+            return rows
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+@pytest.fixture
+def hashed_fleet(database_env: dict[str, str], tmp_path: Path) -> Iterator[ProcessFleet]:
+    """Gateway, default and logging services with hashed API keys only and no JWT_SECRET."""
+    fleet = ProcessFleet(database_env, tmp_path, **HASHED_ONLY)
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+
+
+def test_hashed_keys_only_audit_is_delivered_and_a_refusing_logging_service_shows(
+    hashed_fleet: ProcessFleet, logging_database: DatabaseSettings, tmp_path: Path
+) -> None:
+    fleet = hashed_fleet
+    # A logging service that does not share the gateway's secret refuses its batches.
+    fleet.start("logging", env={"MULTI_DB_SERVICE_SECRET": "another-secret-" + "x" * 32})
+    fleet.start("default")
+    fleet.start("gateway")
+    client = httpx.Client(base_url=fleet.gateway, timeout=10)
+    request_id = uuid.uuid4().hex
+    executed = client.post(
+        "/database/default/execute",
+        json={"query": "SELECT 1 AS one"},
+        headers={**ADMIN_HEADERS, "X-Request-ID": request_id},
+    )
+    assert executed.status_code == 200, executed.text
+
+    def refused_twice() -> dict[str, Any] | None:
+        body: dict[str, Any] = client.get("/readyz").json()
+        return body if body["audit"]["rejected"] >= 2 else None
+
+    ready = _poll(refused_twice, "two refused deliveries shown by /readyz")
+    assert ready["status"] == "degraded"
+    audit = ready["audit"]
+    assert (audit["sent"], audit["pending"], audit["refusing"]) == (0, 1, True)
+    assert "refused the gateway's credentials (401" in audit["last_error"]
+    assert "MULTI_DB_SERVICE_SECRET" in ready["reasons"][0]
+    assert _rows_of(logging_database, request_id) == []
+    # Loud, but once for the streak, not once per attempt.
+    gateway_log = (tmp_path / "gateway.log").read_text()
+    assert gateway_log.count("audit: the logging service refused") == 1, gateway_log
+
+    # The same logging service with the shared secret: the kept record goes through.
+    fleet.stop("logging")
+    fleet.start("logging")
+    rows = _poll(lambda: _rows_of(logging_database, request_id), "the record in access_logs")
+    assert [(row["outcome"], row["target_role"]) for row in rows] == [("allowed", "default")]
+    ready = _poll(
+        lambda: (body := client.get("/readyz").json())["audit"]["sent"] == 1 and body,
+        "the record counted as sent",
+    )
+    assert ready["status"] == "ready"
+    assert (ready["audit"]["refusing"], ready["audit"]["pending"]) == (False, 0)
+    # The health monitor authenticates with the same internal token.
+    cached = _poll(
+        lambda: (
+            (body := client.get("/database/health/cached", headers=ADMIN_HEADERS).json())[
+                "default"
+            ]["status"]
+            == "healthy"
+            and body
+        ),
+        "the cached health of default",
+    )
+    assert cached["logging"]["status"] == "healthy"
+    client.close()
+
+
+async def test_a_refusal_is_kept_logged_once_and_never_counted_as_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="multidb.gateway.audit")
+    refusing = True
+    bodies: list[bytes] = []
+
+    async def receiver(body: bytes) -> None:
+        if refusing:
+            raise DeliveryRefusedError("logging service refused the gateway's credentials (401)")
+        bodies.append(body)
+
+    trail = AuditTrail(receiver, batch_size=5, flush_interval_s=0.01, max_backoff_s=0.02)
+    await trail.start()
+    records = [record() for _ in range(3)]
+    for rec in records:
+        trail.record(rec)
+    await eventually(lambda: trail.status().rejected >= 3, "three refused attempts")
+    status = trail.status()
+    assert (status.sent, status.pending, status.dropped, status.refusing) == (0, 3, 0, True)
+    assert status.last_error == (
+        "DeliveryRefusedError: logging service refused the gateway's credentials (401)"
+    )
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "kept, 3 pending" in errors[0].getMessage()
+
+    refusing = False  # the configuration is fixed
+    await eventually(lambda: trail.status().sent == 3, "the kept records delivered")
+    await trail.stop()
+    assert trail.status().refusing is False
+    assert msgspec.json.decode(bodies[0], type=list[AccessRecord]) == records
+    assert any("delivering again" in r.getMessage() for r in caplog.records)
+
+
+async def test_records_refused_as_malformed_are_dropped_not_retried() -> None:
+    calls = 0
+
+    async def receiver(_: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise DeliveryRefusedError(
+                "logging service refused the records (400)", batch_at_fault=True
+            )
+
+    trail = AuditTrail(receiver, batch_size=2, flush_interval_s=0.01, max_backoff_s=0.02)
+    await trail.start()
+    for _ in range(4):
+        trail.record(record())
+    await eventually(lambda: trail.status().pending == 0, "both batches handled")
+    await trail.stop()
+    status = trail.status()
+    assert (status.sent, status.dropped, status.rejected, status.refusing) == (2, 2, 1, False)

@@ -68,6 +68,16 @@ READ_ONLY_BYPASS_ATTEMPTS = [
     "VACUUM system_metrics",
 ]
 
+# Reads of the server's files or of password hashes change nothing, so the snapshot cannot
+# catch them: the database itself must refuse them (insufficient_privilege).
+SERVER_READS = {
+    "SELECT pg_read_file('/etc/passwd')",
+    "SELECT pg_ls_dir('.')",
+    "SELECT rolname, rolpassword FROM pg_authid",
+    "SELECT usename, passwd FROM pg_shadow",
+}
+PERMISSION_DENIED = "42501"
+
 WRITE_MODE_ESCAPES = [
     "DROP TABLE system_metrics",
     "TRUNCATE system_metrics",
@@ -135,6 +145,9 @@ async def test_read_only_bypass_attempt_changes_nothing(
     response = await analytics.post("/execute", json={"query": query}, headers=ADMIN)
     assert response.status_code in {200, 400, 403}, response.text
     assert "traceback" not in response.text.lower()
+    if query in SERVER_READS:
+        assert response.status_code == 400, response.text
+        assert response.json()["sqlstate"] == PERMISSION_DENIED, response.text
     # The same connection pool must still refuse a plain write afterwards.
     probe = await analytics.post("/execute", json=PROBE_WRITE, headers=ADMIN)
     assert probe.status_code == 400
@@ -200,17 +213,53 @@ async def test_statement_timeout_cancels_the_backend_query(
     await conn.close()
 
 
-async def test_session_settings_do_not_leak_into_the_next_request(analytics: Any) -> None:
-    first = await analytics.post(
+async def test_session_settings_do_not_leak_into_the_next_request(
+    analytics: Any, settings: Settings
+) -> None:
+    """A caller's session state (a committed setting, a session lock) dies with its request.
+
+    Checked from outside, on every connection of the database: an execute pool that kept a
+    connection without resetting it would show the setting or hold the lock while idle.
+    """
+    leaked_name = "leaked-by-a-caller"
+    written = await analytics.post(
         "/execute",
-        json={"query": "SELECT set_config('statement_timeout', '0', false)"},
+        json={"query": f"SELECT set_config('application_name', '{leaked_name}', false)"}
+        | {"read_only": False},  # committed: a rollback would undo it without any reset
         headers=ADMIN,
     )
-    assert first.status_code == 200
-    responses = await asyncio.gather(
-        *(
-            analytics.post("/execute", json={"query": "SELECT pg_sleep(5)"}, headers=ADMIN)
-            for _ in range(3)
-        )
+    assert written.status_code == 200, written.text
+    locked = await analytics.post(
+        "/execute", json={"query": "SELECT pg_advisory_lock(4242)"}, headers=ADMIN
     )
-    assert [r.status_code for r in responses] == [504, 504, 504]
+    assert locked.status_code == 200, locked.text
+
+    conn = await _admin(settings)
+    try:
+
+        async def leftovers() -> tuple[int, int]:
+            named = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", leaked_name
+            )
+            locks = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242"
+            )
+            return named, locks
+
+        deadline = asyncio.get_running_loop().time() + 5
+        while (found := await leftovers()) != (0, 0):
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"session state outlived its request (setting, lock): {found}")
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+    # And the next callers, whichever pooled connection they get, see the defaults.
+    for read_only in (False, True, False, True):
+        seen = await analytics.post(
+            "/execute",
+            json={"query": "SELECT current_setting('application_name')", "read_only": read_only},
+            headers=ADMIN,
+        )
+        assert seen.status_code == 200, seen.text
+        assert seen.json()["result"] != [[leaked_name]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -75,6 +76,7 @@ def test_each_service_alone_answers_health(
         )
 
 
+SECRETS = {"JWT_SECRET", "MULTI_DB_SERVICE_SECRET"}
 PROGRAMS = {
     "service": ["-m", "multidb.service", "default"],
     "gateway": ["-m", "multidb_gateway"],
@@ -131,3 +133,23 @@ def test_role_without_database_stops_start_up(service_env: dict[str, str]) -> No
     )
     assert result.returncode == 2
     assert "set MULTI_DB_ARCHIVE_HOST" in result.stderr
+
+
+def test_gateway_with_only_hashed_keys_and_no_secret_stops_with_one_line(
+    service_env: dict[str, str],
+) -> None:
+    hashed = "sha256:" + hashlib.sha256(API_KEY.encode()).hexdigest()
+    env = {k: v for k, v in service_env.items() if k not in SECRETS} | {"API_KEYS": hashed}
+    result = subprocess.run(
+        [sys.executable, "-m", "multidb_gateway", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "MULTI_DB_SERVICE_SECRET: the gateway has no credential" in lines[0]
+    assert hashed not in result.stderr

@@ -73,3 +73,26 @@ def test_jwt_without_configured_secret_is_refused() -> None:
 def test_mint_token_rejects_unknown_scopes() -> None:
     with pytest.raises(ValueError, match="unknown scope"):
         mint_token(SECRET, "x", ["db:everything"])
+
+
+INTERNAL = "internal-service-secret-of-at-least-32-characters"
+
+
+def test_tokens_signed_with_either_secret_are_accepted() -> None:
+    authenticator = Authenticator(SECRET, [], INTERNAL)
+    for secret in (SECRET, INTERNAL):
+        token = mint_token(secret, "caller", ["db:read"])
+        assert authenticator.authenticate(f"Bearer {token}", None).subject == "caller"
+    # Only the service secret configured: its tokens still work.
+    internal = mint_token(INTERNAL, "multidb-gateway", ["db:admin"])
+    principal = Authenticator("", [], INTERNAL).authenticate(f"Bearer {internal}", None)
+    assert principal.scopes == frozenset({"db:admin"})
+
+
+def test_a_token_signed_with_neither_secret_is_refused() -> None:
+    token = mint_token("some-other-secret-nobody-configured-here-0000", "x", ["db:read"])
+    with pytest.raises(NotAuthorizedException, match="invalid token: Signature verification"):
+        Authenticator(SECRET, [], INTERNAL).authenticate(f"Bearer {token}", None)
+    expired = mint_token(INTERNAL, "x", ["db:read"], lifetime_s=-10)
+    with pytest.raises(NotAuthorizedException, match="token expired"):
+        Authenticator(SECRET, [], INTERNAL).authenticate(f"Bearer {expired}", None)

@@ -2,11 +2,16 @@
 
 :class:`AuditTrail` knows nothing about HTTP: it is given ``send``, an async callable that
 delivers one JSON array of :class:`~multidb.audit_records.AccessRecord` and raises when it
-could not. A failed batch is kept (in order) and sent again with exponential backoff, so
-a record may be delivered more than once; the logging service stores each ``event_id``
-once, which makes the whole pipeline exactly-once in the table. What does not fit in the
-bounded buffer, or is still unsent when :meth:`AuditTrail.stop` gives up, is counted in
-``dropped``.
+could not. A batch counts as ``sent`` only once ``send`` returned. A failed batch is kept
+(in order) and sent again with exponential backoff, so a record may be delivered more than
+once; the logging service stores each ``event_id`` once, which makes the whole pipeline
+exactly-once in the table. What does not fit in the bounded buffer, or is still unsent
+when :meth:`AuditTrail.stop` gives up, is counted in ``dropped``.
+
+A receiver that answers and refuses (:class:`DeliveryRefusedError`: wrong credentials,
+wrong address, records it will not take) is a misconfiguration, not an outage: it is
+logged at error level once per streak, counted in ``rejected`` and shown by ``refusing``
+until a batch goes through again.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from multidb.audit_records import AccessRecord
+from multidb.errors import trace
 
 log = logging.getLogger("multidb.gateway.audit")
 
@@ -28,16 +34,34 @@ Send = Callable[[bytes], Awaitable[None]]
 ERROR_TEXT_LIMIT = 200
 
 
+class DeliveryRefusedError(Exception):
+    """The receiver answered and refused the batch: a misconfiguration, not an outage.
+
+    ``batch_at_fault``: the receiver refused these records themselves, so sending them
+    again cannot help and they are dropped; otherwise (credentials, address) the batch is
+    kept and retried, since fixing the configuration lets it through.
+    """
+
+    def __init__(self, reason: str, *, batch_at_fault: bool = False) -> None:
+        super().__init__(reason)
+        self.batch_at_fault = batch_at_fault
+
+
 class AuditStatus(msgspec.Struct, kw_only=True):
-    """``pending``: held, not yet delivered; ``sent``: delivered; ``dropped``: lost
-    (buffer full, or unsent at stop); ``failures``: failed send attempts;
-    ``last_error``: the latest failure (``Type: message``), kept after recovery."""
+    """``pending``: held, not yet delivered; ``sent``: delivered (the receiver took them);
+    ``dropped``: lost (buffer full, refused as malformed, or unsent at stop);
+    ``failures``: failed send attempts, refusals included; ``rejected``: attempts the
+    receiver answered with a refusal; ``refusing``: the latest attempt was refused (a
+    misconfiguration, until a batch goes through); ``last_error``: the latest failure
+    (``Type: message``), kept after recovery."""
 
     pending: int
     sent: int
     dropped: int
     failures: int
     last_error: str | None
+    rejected: int = 0
+    refusing: bool = False
 
 
 def _describe(exc: BaseException) -> str:
@@ -80,7 +104,9 @@ class AuditTrail:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._overflowing = False
-        self._failing = False
+        self._streak: str | None = None  # what the current failure streak was logged as
+        self._refusing = False
+        self._rejected = 0
         self._sent = 0
         self._dropped = 0
         self._failures = 0
@@ -135,6 +161,8 @@ class AuditTrail:
             dropped=self._dropped,
             failures=self._failures,
             last_error=self._last_error,
+            rejected=self._rejected,
+            refusing=self._refusing,
         )
 
     async def _run(self) -> None:
@@ -149,7 +177,12 @@ class AuditTrail:
                 if self._closing.is_set():
                     return
                 continue
-            if await self._deliver():
+            try:
+                delivered = await self._deliver()
+            except Exception as exc:  # a bug here must not end delivery for good
+                log.error("audit: the sender failed unexpectedly: %s", trace(exc))
+                delivered = False
+            if delivered:
                 backoff = self._interval
             else:
                 await self._pause(backoff)
@@ -160,24 +193,57 @@ class AuditTrail:
         batch = list(itertools.islice(self._pending, self._batch_size))
         try:
             await self._send(self._encoder.encode(batch))
+        except DeliveryRefusedError as exc:
+            self._failed(exc, len(batch))
+            if exc.batch_at_fault:
+                self._discard(len(batch))
+                self._dropped += len(batch)
+            return False
         except Exception as exc:
-            self._failures += 1
-            self._last_error = _describe(exc)
-            self._failing = True
+            self._failed(exc, len(batch))
+            return False
+        self._discard(len(batch))
+        self._sent += len(batch)
+        self._refusing = False
+        if self._streak is not None:
+            self._streak = None
+            log.info("audit: delivering again; %d records pending", len(self._pending))
+        return True
+
+    def _discard(self, count: int) -> None:
+        for _ in range(count):
+            self._pending.popleft()
+
+    def _failed(self, exc: Exception, size: int) -> None:
+        """Count a failed attempt; log it once per streak (again when its reason changes)."""
+        self._failures += 1
+        self._last_error = _describe(exc)
+        refused = isinstance(exc, DeliveryRefusedError)
+        self._refusing = refused
+        if refused:
+            self._rejected += 1
+        # A refusal is logged whenever its reason changes; an outage once until it ends.
+        streak = self._last_error if refused else "unreachable"
+        if streak == self._streak:
+            log.debug("audit: sending %d records failed again (%s)", size, self._last_error)
+            return
+        self._streak = streak
+        if isinstance(exc, DeliveryRefusedError):
+            pending = len(self._pending)
+            fate = "dropped" if exc.batch_at_fault else f"kept, {pending} pending, retrying"
+            log.error(
+                "audit: the logging service refused %d records (%s); %s",
+                size,
+                self._last_error,
+                fate,
+            )
+        else:
             log.warning(
                 "audit: sending %d records failed (%s); %d pending, will retry",
-                len(batch),
+                size,
                 self._last_error,
                 len(self._pending),
             )
-            return False
-        for _ in batch:
-            self._pending.popleft()
-        self._sent += len(batch)
-        if self._failing:
-            self._failing = False
-            log.info("audit: delivering again; %d records pending", len(self._pending))
-        return True
 
     async def _pause(self, delay: float) -> None:
         """Wait ``delay`` before a retry; a stop that begins meanwhile cuts the wait short."""

@@ -1,8 +1,11 @@
 """The gateway's own credential for the calls it makes on its behalf (monitor, audit).
 
 Calls made for a client carry the client's credentials instead, so every service checks
-the caller itself. With ``JWT_SECRET`` the gateway mints short-lived tokens; otherwise it
-presents the first of ``API_KEYS``.
+the caller itself. The gateway mints short-lived tokens signed with
+``MULTI_DB_SERVICE_SECRET`` (or, without it, ``JWT_SECRET``); every service accepts tokens
+signed with either. Without a secret it presents the first plain key of ``API_KEYS``: a key
+stored as ``sha256:<hex>`` cannot be presented, so a gateway with only hashed keys and no
+secret has no credential at all, and :func:`require_credential` stops its start-up.
 """
 
 from __future__ import annotations
@@ -10,17 +13,37 @@ from __future__ import annotations
 import time
 
 from multidb.auth import ADMIN, API_KEY_HEADER, READ, mint_token
-from multidb.settings import Settings
+from multidb.settings import Settings, SettingsError
 
 SUBJECT = "multidb-gateway"
 LIFETIME_S = 900
 RENEW_BEFORE_S = 120
+HASHED_PREFIX = "sha256:"
+
+
+def _signing_secret(settings: Settings) -> str:
+    return settings.service_secret or settings.jwt_secret
+
+
+def _plain_key(settings: Settings) -> str:
+    return next((key for key in settings.api_keys if not key.startswith(HASHED_PREFIX)), "")
+
+
+def require_credential(settings: Settings) -> None:
+    """Raise :class:`SettingsError` when the gateway could not authenticate to any service."""
+    if not (_signing_secret(settings) or _plain_key(settings)):
+        msg = (
+            "MULTI_DB_SERVICE_SECRET: the gateway has no credential for its calls to the "
+            "services; set MULTI_DB_SERVICE_SECRET (or JWT_SECRET, or a plain key in API_KEYS: "
+            "hashed keys cannot be presented)"
+        )
+        raise SettingsError(msg)
 
 
 class GatewayCredential:
     def __init__(self, settings: Settings) -> None:
-        self._secret = settings.jwt_secret
-        self._api_key = settings.api_keys[0] if settings.api_keys else ""
+        self._secret = _signing_secret(settings)
+        self._api_key = _plain_key(settings)
         self._headers: dict[str, str] = {}
         self._expires = 0.0
 

@@ -1,28 +1,42 @@
 """Fan-out: ask every role's service at once and assemble one answer, whatever fails.
 
 A role whose service is slow, dead or failing still appears, as ``unhealthy`` (health) or
-``unavailable`` (stats, backup info) with an ``error`` saying what happened. Service
-bodies are spliced into the answer as they came (``msgspec.Raw``), not re-encoded.
+``unavailable`` (stats, backup info) with an ``error`` saying what happened. Every service
+body is decoded into its wire type (:class:`HealthReport`, :class:`StatsReport`,
+:class:`BackupInfo`) before it is used; one that does not decode (a proxy's error page, a
+truncated answer) is reported as the role's failure, so the gateway never emits a body it
+has not validated. A validated body is spliced into the answer as it came
+(``msgspec.Raw``), not re-encoded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
 
-from multidb.wire import UNAVAILABLE, UNHEALTHY, HealthReport, StatsReport
+from multidb.errors import trace
+from multidb.wire import UNAVAILABLE, UNHEALTHY, BackupInfo, HealthReport, StatsReport
 from multidb_gateway.services import ServiceClient, ServiceUnreachableError
 
+log = logging.getLogger("multidb.gateway.fleet")
 _encode = msgspec.json.Encoder().encode
 PATHS = {"health": "/health", "stats": "/stats", "backup": "/backup/info"}
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "health": msgspec.json.Decoder(HealthReport),
+    "stats": msgspec.json.Decoder(StatsReport),
+    "backup": msgspec.json.Decoder(BackupInfo),
+}
+UNREADABLE = "service answered an unreadable body"
 
 
 class RoleAnswer(msgspec.Struct, frozen=True):
-    """One role's part of an aggregate: its body, whether it is good, its HTTP status."""
+    """One role's part of an aggregate: its body (validated JSON), whether it is good, its
+    HTTP status."""
 
     body: msgspec.Raw
     ok: bool
@@ -43,6 +57,17 @@ def _failure(kind: str, role: str, error: str) -> msgspec.Raw:
     return msgspec.Raw(_encode(BackupUnavailable(database=role, status=UNAVAILABLE, error=error)))
 
 
+def _unreadable(kind: str, role: str, body: bytes) -> str | None:
+    """Why ``body`` is not a ``kind`` answer for ``role``; None when it is one."""
+    try:
+        report = _DECODERS[kind].decode(body)
+    except msgspec.DecodeError as exc:
+        return str(exc)  # msgspec names the position or field, never quotes the body
+    if isinstance(report, HealthReport | StatsReport) and report.database != role:
+        return f"it reports on database {report.database!r}"
+    return None
+
+
 class Fleet:
     """The aggregates of the public API over a :class:`ServiceClient`."""
 
@@ -60,11 +85,20 @@ class Fleet:
                 _failure(kind, role, f"service {exc.reason}"), ok=False, status=status
             )
         if answer.status in {401, 403}:
-            # Caller credentials the gateway accepted but the service did not: a misconfiguration.
-            error = f"service refused the credentials ({answer.status}); check JWT_SECRET/API_KEYS"
+            # Credentials the gateway accepted (or minted) but the service did not: a
+            # misconfiguration of the secrets they should share.
+            error = (
+                f"service refused the credentials ({answer.status}); "
+                "check JWT_SECRET/API_KEYS/MULTI_DB_SERVICE_SECRET"
+            )
             return RoleAnswer(_failure(kind, role, error), ok=False, status=502)
         if answer.status == 200 or (answer.status == 503 and kind != "backup"):
-            # The service's own verdict (healthy, or unhealthy with the database's error).
+            # The service's own verdict (healthy, or unhealthy with the database's error),
+            # once its body is known to be what a service of ours sends.
+            unreadable = _unreadable(kind, role, answer.body)
+            if unreadable is not None:
+                error = f"{UNREADABLE} ({answer.status}: {unreadable})"
+                return RoleAnswer(_failure(kind, role, error), ok=False, status=502)
             return RoleAnswer(
                 msgspec.Raw(answer.body), ok=answer.status == 200, status=answer.status
             )
@@ -92,7 +126,12 @@ class CachedHealth(msgspec.Struct, frozen=True):
 
 
 class HealthMonitor:
-    """Keeps each role's latest health, refreshed in the background (for frequent probes)."""
+    """Keeps each role's latest health, refreshed in the background (for frequent probes).
+
+    A check older than ``stale_after_s`` (two refresh intervals plus a service's deadline)
+    is reported unhealthy: if the background loop ever stalls, the cached answer must not
+    stay green. The loop logs and carries on after any exception.
+    """
 
     def __init__(
         self,
@@ -104,6 +143,7 @@ class HealthMonitor:
         self.fleet = fleet
         self.roles = list(roles)
         self.interval_s = interval_ms / 1000
+        self.stale_after_s = 2 * self.interval_s + fleet.timeout_ms / 1000
         self._headers = headers
         self._latest: dict[str, CachedHealth] = {}
         self._task: asyncio.Task[None] | None = None
@@ -125,7 +165,7 @@ class HealthMonitor:
         }
 
     def snapshot(self) -> tuple[bool, dict[str, dict[str, Any]]]:
-        """Every role's latest health with its ``age_s``; unchecked roles are unhealthy."""
+        """Every role's latest health with its ``age_s``; unchecked or stale roles are unhealthy."""
         now = time.monotonic()
         body: dict[str, dict[str, Any]] = {}
         healthy = True
@@ -135,14 +175,20 @@ class HealthMonitor:
                 body[role] = {"database": role, "status": UNHEALTHY, "error": "not checked yet"}
                 healthy = False
                 continue
-            body[role] = {**cached.report, "age_s": round(now - cached.checked_at, 3)}
-            healthy = healthy and cached.ok
+            age = round(now - cached.checked_at, 3)
+            body[role] = {**cached.report, "age_s": age}
+            if age > self.stale_after_s:
+                error = f"no background check for {age} s"
+                body[role].update(status=UNHEALTHY, error=error)
+            healthy = healthy and cached.ok and age <= self.stale_after_s
         return healthy, body
 
     async def _run(self) -> None:
         while True:
-            # A failing round is reported by the answers themselves; the loop never dies.
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception as exc:  # the next round may well succeed: never stop checking
+                log.error("health monitor: a refresh failed: %s", trace(exc))
             await asyncio.sleep(self.interval_s)
 
 

@@ -61,13 +61,23 @@ async def livez() -> dict[str, str]:
 
 @get("/readyz", opt=NO_AUTH, tags=["probes"])
 async def readyz(state: State) -> dict[str, Any]:
-    """Ready to serve; the audit trail's backlog and losses are visible here."""
+    """Ready to serve; the audit trail's backlog, losses and refusals are visible here.
+
+    Always 200 once started: ``status`` is ``degraded`` (with ``reasons``) while the
+    logging service refuses audit delivery, ``ready`` otherwise. A refusal is a
+    misconfiguration shared by every gateway replica, so a 503 would make a load balancer
+    take them all out of rotation, turning a fixable audit problem into an outage; the
+    records are held (``audit.pending``) and go through once the configuration is fixed.
+    The code answers the load balancer, the body tells the operator.
+    """
     runtime = _runtime(state)
-    return {
-        "status": "ready",
-        "roles": runtime.roles,
-        "audit": msgspec.to_builtins(runtime.audit.status()),
-    }
+    audit = runtime.audit.status()
+    body: dict[str, Any] = {"status": "ready", "roles": runtime.roles}
+    if audit.refusing:
+        body["status"] = "degraded"
+        body["reasons"] = [f"audit records are not delivered: {audit.last_error}"]
+    body["audit"] = msgspec.to_builtins(audit)
+    return body
 
 
 @get(

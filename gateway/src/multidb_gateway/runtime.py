@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from litestar import Request
 
 from multidb import auth
 from multidb.execute import ExecuteLimits
 from multidb.request_id import request_id_of
 from multidb.router import DatabaseRouter
-from multidb_gateway.audit import AuditTrail
+from multidb_gateway.audit import ERROR_TEXT_LIMIT, AuditTrail, DeliveryRefusedError
 from multidb_gateway.credentials import GatewayCredential
 from multidb_gateway.fleet import Fleet, HealthMonitor
-from multidb_gateway.services import ServiceClient, ServiceUnreachableError
+from multidb_gateway.services import ServiceAnswer, ServiceClient, ServiceUnreachableError
 from multidb_gateway.settings import GatewaySettings
 
 AUDIT_PATH = "/audit/access"
@@ -31,13 +32,46 @@ def forward_headers(request: Request[Any, Any, Any]) -> dict[str, str]:
     return headers
 
 
+def _refusal(answer: ServiceAnswer) -> DeliveryRefusedError:
+    """What a 4xx from the logging service means, in words an operator can act on."""
+    detail = _problem_detail(answer.body)
+    said = f"{answer.status} {detail}".strip()
+    if answer.status in {401, 403}:
+        hint = "the logging service must accept MULTI_DB_SERVICE_SECRET (or JWT_SECRET)"
+        reason = f"logging service refused the gateway's credentials ({said}); {hint}"
+        return DeliveryRefusedError(reason)
+    if answer.status in {404, 405}:
+        hint = "is MULTI_DB_LOGGING_SERVICE_URL the logging service?"
+        return DeliveryRefusedError(f"logging service has no {AUDIT_PATH} ({said}); {hint}")
+    # Anything else: these records themselves are refused; retrying would block the rest.
+    reason = f"logging service refused the records ({said})"
+    return DeliveryRefusedError(reason, batch_at_fault=True)
+
+
+def _problem_detail(body: bytes) -> str:
+    try:
+        problem = _decode_problem(body)
+    except msgspec.DecodeError:
+        return ""
+    return problem.detail[:ERROR_TEXT_LIMIT]
+
+
+class Problem(msgspec.Struct):
+    detail: str = ""
+
+
+_decode_problem = msgspec.json.Decoder(Problem).decode
+
+
 class GatewayRuntime:
     def __init__(self, settings: GatewaySettings, router: DatabaseRouter) -> None:
         self.settings = settings
         self.router = router
         self.roles = list(settings.services)
         self.execute_limits = ExecuteLimits.from_settings(settings.core)
-        self.authenticator = auth.Authenticator(settings.core.jwt_secret, settings.core.api_keys)
+        self.authenticator = auth.Authenticator(
+            settings.core.jwt_secret, settings.core.api_keys, settings.core.service_secret
+        )
         self.credential = GatewayCredential(settings.core)
         self.client = ServiceClient(settings.services)
         self.fleet = Fleet(self.client, settings.service_timeout_ms)
@@ -50,6 +84,7 @@ class GatewayRuntime:
         return f"unknown database {name!r}; configured: {', '.join(self.roles) or 'none'}"
 
     async def _send_audit(self, body: bytes) -> None:
+        """Deliver one batch; only the logging service's 200 counts as delivered."""
         if "logging" not in self.settings.services:
             msg = "no logging service is configured to receive audit records"
             raise RuntimeError(msg)
@@ -60,13 +95,12 @@ class GatewayRuntime:
             )
         except ServiceUnreachableError as exc:
             raise RuntimeError(str(exc)) from None
-        if 400 <= answer.status < 500:
-            # Our own records refused: retrying would block every later batch behind this one.
-            log.error("logging service refused an audit batch (%s); batch dropped", answer.status)
+        if answer.status == 200:
             return
-        if answer.status != 200:
-            msg = f"logging service answered {answer.status}"
-            raise RuntimeError(msg)
+        if 400 <= answer.status < 500:
+            raise _refusal(answer)
+        msg = f"logging service answered {answer.status}"
+        raise RuntimeError(msg)
 
     async def start(self) -> None:
         await self.client.start()

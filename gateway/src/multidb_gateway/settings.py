@@ -15,6 +15,7 @@ import msgspec
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
 from multidb.settings import Settings, convert_env, load_settings, read_environment
+from multidb_gateway.credentials import require_credential
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -49,6 +50,7 @@ def load_gateway_settings(env: Mapping[str, str], roles: Mapping[str, RoleSpec])
     raw: dict[str, Any] = {field: env[var] for field, var in names.items() if env.get(var, "")}
     raw.update(core=core, services=services)
     result: GatewaySettings = convert_env(raw, GatewaySettings, names)
+    require_credential(core)
     return result
 
 

@@ -10,6 +10,7 @@ they are always compared in constant time. Missing, invalid or expired credentia
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import time
@@ -44,10 +45,15 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Authenticator:
-    """Checks credentials against ``JWT_SECRET`` and ``API_KEYS``."""
+    """Checks credentials against ``JWT_SECRET``, ``MULTI_DB_SERVICE_SECRET`` and ``API_KEYS``.
 
-    def __init__(self, jwt_secret: str, api_keys: Iterable[str]) -> None:
-        self._secret = jwt_secret
+    A token signed with either secret is accepted: ``JWT_SECRET`` signs the tokens of
+    people and clients, ``MULTI_DB_SERVICE_SECRET`` those the gateway mints for its own
+    calls to the services, which must work even when ``API_KEYS`` holds only hashes.
+    """
+
+    def __init__(self, jwt_secret: str, api_keys: Iterable[str], service_secret: str = "") -> None:
+        self._secrets = [secret for secret in (jwt_secret, service_secret) if secret]
         self._plain: list[bytes] = []
         self._hashed: list[bytes] = []
         for key in api_keys:
@@ -72,17 +78,23 @@ class Authenticator:
         )
 
     def from_jwt(self, token: str) -> Principal:
-        if not self._secret:
-            raise NotAuthorizedException("JWT authentication is not configured (no JWT_SECRET)")
+        if not self._secrets:
+            msg = "JWT authentication is not configured (no JWT_SECRET or MULTI_DB_SERVICE_SECRET)"
+            raise NotAuthorizedException(msg)
         try:
-            claims = jwt.decode(
-                token, self._secret, algorithms=[JWT_ALGORITHM], options={"require": ["exp", "sub"]}
-            )
+            claims = self._claims(token)
         except jwt.ExpiredSignatureError:
             raise NotAuthorizedException("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise NotAuthorizedException(f"invalid token: {exc}") from None
         return Principal(subject=str(claims["sub"]), method="jwt", scopes=_scopes(claims))
+
+    def _claims(self, token: str) -> dict[str, Any]:
+        *others, last = self._secrets
+        for secret in others:
+            with contextlib.suppress(jwt.InvalidSignatureError):
+                return _decode(token, secret)
+        return _decode(token, last)
 
     def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
         if api_key:
@@ -94,6 +106,13 @@ class Authenticator:
             return self.from_jwt(token.strip())
         msg = f"authentication required: send 'Authorization: Bearer <JWT>' or '{API_KEY_HEADER}'"
         raise NotAuthorizedException(msg)
+
+
+def _decode(token: str, secret: str) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(
+        token, secret, algorithms=[JWT_ALGORITHM], options={"require": ["exp", "sub"]}
+    )
+    return claims
 
 
 def _scopes(claims: dict[str, Any]) -> frozenset[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
+from pathlib import Path
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError
@@ -104,3 +106,21 @@ def describe(exc: BaseException, timeout_ms: int | None = None) -> str:
     if isinstance(exc, asyncpg.InterfaceError | asyncpg.ConnectionDoesNotExistError):
         return f"connection lost: {exc}"
     return type(exc).__name__
+
+
+TRACE_FRAMES = 12
+
+
+def trace(exc: BaseException) -> str:
+    """``Type at file:line in function <- ...`` (innermost first): where ``exc`` was raised.
+
+    Only the type and the frames: never the message, arguments or locals, which for
+    driver errors may quote connection details. Safe to log anywhere.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)[-TRACE_FRAMES:]
+    where = " <- ".join(
+        # The package folder and the file say where; the rest of the path is the machine's.
+        f"{'/'.join(Path(frame.filename).parts[-2:])}:{frame.lineno} in {frame.name}"
+        for frame in reversed(frames)
+    )
+    return f"{type(exc).__name__} at {where}" if where else type(exc).__name__

@@ -4,12 +4,17 @@ Table counts come from ``pg_class`` and activity from ``pg_stat_database``, neve
 ``information_schema``. ``pg_database_size`` walks every relation file, so its cost grows
 with the number of tables: callers sample it in the background (:class:`SizeSample`) and
 report how old the figure is.
+
+Neither probe raises: any failure becomes an unhealthy/unavailable answer. A failure that
+is not the database being unreachable or slow (a plugin's detail hook that raises, a bug)
+is also logged, safely: its type and where it was raised, never its message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -18,7 +23,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from multidb.errors import describe
+from multidb.errors import CONNECTION_ERRORS, describe, trace
 from multidb.wire import AVAILABLE, HEALTHY, UNAVAILABLE, UNHEALTHY, HealthReport, StatsReport
 
 HEALTH_SQL = """
@@ -45,6 +50,9 @@ SIZE_SQL = """
 SELECT pg_database_size(current_database()) AS bytes,
        pg_size_pretty(pg_database_size(current_database())) AS pretty
 """
+
+log = logging.getLogger("multidb.probes")
+EXPECTED_FAILURES = (*CONNECTION_ERRORS, TimeoutError)
 
 Acquire = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 Detail = Callable[[asyncpg.Connection], Awaitable[dict[str, Any] | None]]
@@ -75,6 +83,11 @@ async def merged_detail(results: Iterable[Any]) -> dict[str, Any] | None:
     return detail or None
 
 
+def _log_unexpected(what: str, role: str, exc: Exception) -> None:
+    if not isinstance(exc, EXPECTED_FAILURES):
+        log.error("%s of %s failed unexpectedly: %s", what, role, trace(exc))
+
+
 async def check_health(
     role: str,
     acquire: Acquire,
@@ -88,6 +101,7 @@ async def check_health(
             row = await conn.fetchrow(HEALTH_SQL)
             extra = await detail(conn) if detail else None
     except Exception as exc:
+        _log_unexpected("health check", role, exc)
         return HealthReport(database=role, status=UNHEALTHY, error=describe(exc, timeout_ms))
     return HealthReport(
         database=role,
@@ -115,6 +129,7 @@ async def collect_stats(
                 size = await sample_size(conn)
             extra = await detail(conn) if detail else None
     except Exception as exc:
+        _log_unexpected("stats", role, exc)
         return StatsReport(database=role, status=UNAVAILABLE, error=describe(exc, timeout_ms)), size
     report = StatsReport(
         database=role,

@@ -25,6 +25,8 @@ from multidb.roles import RoleSpec
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+# HS256 keys shorter than the hash (RFC 7518 section 3.2) are refused for the internal secret.
+InternalSecret = Annotated[str, msgspec.Meta(min_length=32)]
 
 DB_FIELDS = (
     "host",
@@ -107,6 +109,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     request_max_bytes: Positive = 4 * 1024 * 1024
     health_timeout_ms: Positive = 2000
     jwt_secret: str = ""
+    service_secret: InternalSecret = ""
     api_keys: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
@@ -128,7 +131,10 @@ GLOBAL_VARIABLES = (
     ("MULTI_DB_REQUEST_MAX_BYTES", "request_max_bytes"),
     ("MULTI_DB_HEALTH_TIMEOUT_MS", "health_timeout_ms"),
     ("JWT_SECRET", "jwt_secret"),
+    ("MULTI_DB_SERVICE_SECRET", "service_secret"),
 )
+# Fields whose value never appears in an error message, however malformed.
+SECRET_FIELDS = frozenset({"password", "jwt_secret", "service_secret"})
 
 
 def variable_name(spec: RoleSpec, field: str) -> str:
@@ -149,7 +155,7 @@ def convert_env(raw: Mapping[str, Any], target: type[Any], names: Mapping[str, s
         if name is None or not message:
             raise SettingsError(str(exc)) from None
         value = raw.get(field)
-        shown = "" if value is None or field in {"password", "jwt_secret"} else f" (got {value!r})"
+        shown = "" if value is None or field in SECRET_FIELDS else f" (got {value!r})"
         raise SettingsError(f"{name}: {message[0].lower()}{message[1:]}{shown}") from None
 
 

@@ -3,8 +3,9 @@
 PostgreSQL, migrations, every role's service and the gateway, each service its own
 process. When the environment (or ``.env``) names database servers, those are used;
 otherwise an embedded PostgreSQL runs from ``.data/pg`` (kept between runs). A
-development API key and JWT secret are generated once into ``.data/credentials.json``
-unless ``API_KEYS``/``JWT_SECRET`` are set. A crashed process is restarted with backoff;
+development API key, JWT secret and internal service secret are generated once into
+``.data/credentials.json`` unless ``API_KEYS``/``JWT_SECRET``/``MULTI_DB_SERVICE_SECRET``
+are set. A crashed process is restarted with backoff;
 Ctrl-C (SIGINT) or SIGTERM stops everything this started, PostgreSQL included.
 """
 
@@ -46,14 +47,30 @@ GATEWAY_PORT = 8000
 class Credentials(msgspec.Struct, frozen=True, kw_only=True):
     api_key: str
     jwt_secret: str
+    service_secret: str = ""  # absent from files written before it existed
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "API_KEYS": self.api_key,
+            "JWT_SECRET": self.jwt_secret,
+            "MULTI_DB_SERVICE_SECRET": self.service_secret,
+        }
 
 
 def load_credentials(folder: Path) -> Credentials:
-    """The development credentials, made once and kept in ``folder``."""
+    """The development credentials, made once and kept in ``folder`` (completed if older)."""
     path = folder / "credentials.json"
     if path.exists():
-        return msgspec.json.decode(path.read_bytes(), type=Credentials)
-    made = Credentials(api_key=secrets.token_urlsafe(24), jwt_secret=secrets.token_urlsafe(48))
+        found = msgspec.json.decode(path.read_bytes(), type=Credentials)
+        if found.service_secret:
+            return found
+        made = msgspec.structs.replace(found, service_secret=secrets.token_urlsafe(48))
+    else:
+        made = Credentials(
+            api_key=secrets.token_urlsafe(24),
+            jwt_secret=secrets.token_urlsafe(48),
+            service_secret=secrets.token_urlsafe(48),
+        )
     path.write_bytes(msgspec.json.encode(made))
     path.chmod(0o600)
     return made
@@ -202,9 +219,7 @@ def run_stack(folder: Path, say: Callable[[str], None]) -> int:
             server.start()
             asyncio.run(server.create_databases(spec.database for spec in roles.values()))
             env.update(server.environment(roles))
-        credentials = load_credentials(folder)
-        env.setdefault("API_KEYS", credentials.api_key)
-        env.setdefault("JWT_SECRET", credentials.jwt_secret)
+        env = {**load_credentials(folder).environment(), **env}  # what is set wins
         settings = load_settings(env, roles)
         for name, database in settings.databases.items():
             say(f"migrating {name} to head")

@@ -41,7 +41,9 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
             raise SettingsError(msg)
         # Read by Litestar on a route's first request, so the setting can arrive here.
         app.request_max_body_size = current.request_max_bytes
-        app.state.authenticator = auth.Authenticator(current.jwt_secret, current.api_keys)
+        app.state.authenticator = auth.Authenticator(
+            current.jwt_secret, current.api_keys, current.service_secret
+        )
         app.state.router = DatabaseRouter(get_roles(), current.routing)
         app.state.head_revision = head_revision(spec)
         runtime = RoleRuntime(spec, database, current, plugins)

@@ -2,7 +2,8 @@
 
 Litestar's ``ProblemDetailsPlugin`` renders them; this module only says how each kind of
 exception maps to a problem. No traceback, connection string or password reaches a
-response: unexpected exceptions become a bare 500 and are logged by type only.
+response: unexpected exceptions become a bare 500, and the log gets their type and where
+they were raised (file:line in function), never their message or locals.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 
-from multidb.errors import MultiDBError
+from multidb.errors import MultiDBError, trace
 
 log = logging.getLogger("multidb.errors")
 
@@ -63,8 +64,8 @@ def _from_recursion(_: RecursionError) -> ProblemDetailsException:
 
 
 def _from_unexpected(exc: Exception) -> ProblemDetailsException:
-    # The type only: arguments of driver errors may quote connection details.
-    log.error("unhandled %s", type(exc).__name__)
+    # Type and frames only: arguments of driver errors may quote connection details.
+    log.error("unhandled %s", trace(exc))
     return ProblemDetailsException(
         detail="the server failed to answer this request", status_code=500, title="Internal error"
     )
