@@ -274,3 +274,16 @@ def test_health_stays_fast_while_the_worst_inputs_run(fleet: ProcessFleet) -> No
     assert set(statuses) <= {200, 400}, statuses
     assert max(latencies) < 0.1, sorted(latencies)[-5:]
     fleet_is_healthy(fleet)
+
+
+def test_a_statement_timeout_comes_back_as_the_services_own_problem(fleet: ProcessFleet) -> None:
+    # The fleet's statement timeout is 1.5 s and its per-call service deadline 1 s: the
+    # gateway still waits for the service's answer rather than timing out first.
+    answer = httpx.post(
+        f"{fleet.gateway}/database/default/execute",
+        json={"query": "SELECT pg_sleep(10)"},
+        headers=EXECUTE,
+        timeout=30,
+    )
+    assert answer.status_code == 504
+    assert "ran longer than 1500 ms and was cancelled" in answer.json()["detail"]
