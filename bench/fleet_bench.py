@@ -160,6 +160,8 @@ async def throughput(
             remaining -= 1
             async with session.request(method, url, headers=headers, data=body) as response:
                 await response.read()
+                if response.status != 200:
+                    raise SystemExit(f"{url} answered {response.status}")
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
@@ -325,6 +327,8 @@ def main() -> int:
         **server.environment(roles),
         "API_KEYS": api_key,
         "JWT_SECRET": secrets.token_urlsafe(48),
+        # The bench is one caller with CONCURRENCY clients: let every one of them run.
+        "MULTI_DB_EXECUTE_CONCURRENCY_PER_CALLER": str(CONCURRENCY),
     }
     settings = load_settings(env, roles)
     for name, spec in roles.items():

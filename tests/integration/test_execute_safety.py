@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from multidb.execute_logins import derive_logins
 from multidb.settings import Settings
 from tests.conftest import ADMIN, bearer
 
@@ -263,3 +264,25 @@ async def test_session_settings_do_not_leak_into_the_next_request(
         )
         assert seen.status_code == 200, seen.text
         assert seen.json()["result"] != [[leaked_name]]
+
+
+async def test_a_membership_granted_by_hand_is_taken_back_at_start(
+    service_client: Any, settings: Settings
+) -> None:
+    reader = derive_logins(settings.databases["analytics"]).reader.username
+    conn = await _admin(settings)
+    try:
+        await conn.execute(f'GRANT pg_read_server_files TO "{reader}"')
+        async with service_client("analytics") as client:
+            response = await client.post(
+                "/execute", json={"query": "SELECT pg_read_file('/etc/passwd')"}, headers=ADMIN
+            )
+        assert response.status_code == 400, response.text
+        assert response.json()["sqlstate"] == PERMISSION_DENIED
+        granted = await conn.fetchval(
+            "SELECT pg_has_role($1, 'pg_read_server_files', 'MEMBER')", reader
+        )
+        assert granted is False
+    finally:
+        await conn.execute(f'REVOKE pg_read_server_files FROM "{reader}"')
+        await conn.close()

@@ -162,16 +162,21 @@ async def positional_query(query: str) -> tuple[str, list[str]]:
     return await _off_loop_when(len(query) > SCAN_INLINE_CHARS, lambda: to_positional(query))
 
 
+def _listed(names: list[str], shown: int = 10) -> str:
+    listed = ", ".join(":" + name for name in names[:shown])
+    return listed if len(names) <= shown else f"{listed} and {len(names) - shown} more"
+
+
 def bind_arguments(
     names: list[str], params: Mapping[str, Any], parameters: tuple[Any, ...]
 ) -> list[Any]:
     """Order ``params`` as ``$1..$n`` and convert each to the type PostgreSQL inferred."""
     missing = [name for name in names if name not in params]
     if missing:
-        raise BadRequestError(f"missing parameter(s): {', '.join(':' + n for n in missing)}")
+        raise BadRequestError(f"missing parameter(s): {_listed(missing)}")
     unknown = sorted(set(params) - set(names))
     if unknown:
-        raise BadRequestError(f"unknown parameter(s): {', '.join(':' + n for n in unknown)}")
+        raise BadRequestError(f"unknown parameter(s): {_listed(unknown)}")
     if len(parameters) != len(names):
         msg = f"the statement has {len(parameters)} parameter(s) for {len(names)} name(s)"
         raise BadRequestError(msg)

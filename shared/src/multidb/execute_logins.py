@@ -93,6 +93,13 @@ SELECT nspname FROM pg_namespace
 WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'
 """
 
+MEMBERSHIPS_SQL = """
+SELECT granted.rolname FROM pg_auth_members m
+JOIN pg_roles granted ON granted.oid = m.roleid
+JOIN pg_roles member ON member.oid = m.member
+WHERE member.rolname = $1
+"""
+
 READER_GRANTS = (
     "GRANT USAGE ON SCHEMA {schema} TO {login}",
     "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {login}",
@@ -126,20 +133,27 @@ async def _ensure_login(
         f"NOBYPASSRLS INHERIT CONNECTION LIMIT {int(limits.connection_limit)} "
         f"PASSWORD '{login.password}'"
     )
+    # A membership granted by hand (pg_read_server_files, a superuser's role...) would hand
+    # the login what it must never have: take every one back.
+    for granted in await conn.fetch(MEMBERSHIPS_SQL, login.username):
+        role = granted["rolname"]
+        await _if_allowed(conn, f"REVOKE {_quote(role)} FROM {name}", f"revoke {role} from")
     for parameter, value in limits.role_settings().items():
-        try:
-            async with conn.transaction():  # a savepoint: one refusal keeps the rest
-                await conn.execute(f"ALTER ROLE {name} SET {parameter} = '{value}'")
-        except asyncpg.InsufficientPrivilegeError:
-            # temp_file_limit is a superuser setting: say so rather than fail start-up.
-            log.warning(
-                "cannot set %s for %s: the configured login lacks the privilege",
-                parameter,
-                login.username,
-            )
+        # temp_file_limit is a superuser setting: without one, say so rather than fail.
+        statement = f"ALTER ROLE {name} SET {parameter} = '{value}'"
+        await _if_allowed(conn, statement, f"set {parameter} for")
     for schema in await conn.fetch(SCHEMAS_SQL):
         for grant in grants:
             await conn.execute(grant.format(schema=_quote(schema["nspname"]), login=name))
+
+
+async def _if_allowed(conn: asyncpg.Connection, statement: str, what: str) -> None:
+    """Run ``statement``; when the configured login may not, warn and carry on."""
+    try:
+        async with conn.transaction():  # a savepoint: one refusal keeps the rest
+            await conn.execute(statement)
+    except asyncpg.InsufficientPrivilegeError:
+        log.warning("cannot %s an execute login: the configured login lacks the privilege", what)
 
 
 def _literal(text: str) -> str:
