@@ -10,7 +10,6 @@ its task is cancelled; aiohttp closes the connection to a service, which then do
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -35,20 +34,31 @@ async def _disconnected(receive: Receive) -> None:
 
 
 async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
-    """Await ``work``; cancel it and raise :class:`ClientDisconnectedError` if the caller leaves."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(receive))
+    """Await ``work``; cancel it and raise :class:`ClientDisconnectedError` if the caller leaves.
+
+    One watcher task per call, which cancels the calling task when the caller leaves: the
+    work itself runs in the caller's task, so a request pays for one task, not two.
+    """
+    current = asyncio.current_task()
+    if current is None:  # not in a task: nothing could be cancelled
+        return await work
+    left = False
+
+    async def watch(task: asyncio.Task[object]) -> None:
+        nonlocal left
+        await _disconnected(receive)
+        left = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch(current))
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not left:
+            raise
+        current.uncancel()
+        raise ClientDisconnectedError(
+            "the caller disconnected; the statement was cancelled"
+        ) from None
     finally:
-        # Also when this handler is cancelled itself: the work must not outlive it.
-        for pending in (watcher, task):
-            if not pending.done():
-                pending.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-    if not task.done():
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        raise ClientDisconnectedError("the caller disconnected; the statement was cancelled")
-    return task.result()
+        watcher.cancel()
