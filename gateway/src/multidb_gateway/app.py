@@ -7,9 +7,8 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
 
-from multidb import auth
+from multidb import auth, openapi
 from multidb.plugins import get_roles
 from multidb.request_id import RequestIdMiddleware
 from multidb.router import DatabaseRouter
@@ -28,6 +27,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Litestar:
         runtime = GatewayRuntime(current, DatabaseRouter(get_roles(), current.core.routing))
         # Read by Litestar on a route's first request, so the setting can arrive here.
         app.request_max_body_size = current.core.request_max_bytes
+        openapi.name_the_roles(app, runtime.roles)
         app.state.authenticator = runtime.authenticator
         app.state.gateway = runtime
         await runtime.start()
@@ -44,5 +44,5 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Litestar:
             DefineMiddleware(auth.AuthenticationMiddleware, exclude=["^/schema"]),
         ],
         plugins=[problem_details_plugin()],
-        openapi_config=OpenAPIConfig(title="multidb gateway", version="0.1.0", path="/schema"),
+        openapi_config=openapi.config("multidb gateway"),
     )

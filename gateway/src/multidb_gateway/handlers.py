@@ -12,7 +12,8 @@ from litestar.params import FromPath
 
 from multidb import auth
 from multidb.errors import NotFoundError
-from multidb.wire import BackupInfo, HealthReport, ModelsReport, StatsReport
+from multidb.openapi import RawExecuteBody, protected
+from multidb.wire import BackupInfo, ExecuteResult, HealthReport, ModelsReport, StatsReport
 from multidb_gateway.execute_proxy import forward_execute
 from multidb_gateway.fleet import RoleAnswer
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
@@ -49,8 +50,14 @@ def _single(answer: RoleAnswer) -> Response[bytes]:
     )
 
 
-def _docs(model: type, unhealthy: str) -> dict[int, ResponseSpec]:
-    return {503: ResponseSpec(data_container=model, description=unhealthy)}
+def _same_body(model: Any, *statuses: int) -> dict[int, ResponseSpec]:
+    """A role's own report, answered with a status that says it is not well."""
+    why = {
+        502: "the role's service answered something unusable (the report says what)",
+        503: "unhealthy or unavailable (same body, with error)",
+        504: "the role's service did not answer in time (the report says so)",
+    }
+    return {status: ResponseSpec(model, description=why[status]) for status in statuses}
 
 
 @get("/livez", opt=NO_AUTH, tags=["probes"])
@@ -82,9 +89,8 @@ async def readyz(state: State) -> dict[str, Any]:
 
 @get(
     "/database/health",
-    opt=auth.needs(auth.READ),
     tags=["database"],
-    responses=_docs(dict[str, HealthReport], "at least one database is unhealthy"),
+    **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503)),
 )
 async def health_all(
     request: Request[Any, Any, Any], state: State
@@ -95,14 +101,18 @@ async def health_all(
     return _aggregate(answers, strict=True)  # type: ignore[return-value]
 
 
-@get("/database/health/cached", opt=auth.needs(auth.READ), tags=["database"])
+@get(
+    "/database/health/cached",
+    tags=["database"],
+    **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503)),
+)
 async def health_cached(state: State) -> Response[dict[str, dict[str, Any]]]:
     """Every role's latest background check (refreshed about every second), with ``age_s``."""
     healthy, body = _runtime(state).monitor.snapshot()
     return Response(body, status_code=200 if healthy else 503)
 
 
-@get("/database/stats", opt=auth.needs(auth.READ), tags=["database"])
+@get("/database/stats", tags=["database"], **protected(auth.READ))
 async def stats_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, StatsReport]]:
@@ -112,18 +122,18 @@ async def stats_all(
     return _aggregate(answers, strict=False)  # type: ignore[return-value]
 
 
-@get("/database/configured", opt=auth.needs(auth.READ), tags=["database"])
+@get("/database/configured", tags=["database"], **protected(auth.READ))
 async def configured(state: State) -> Configured:
     return Configured(databases=_runtime(state).roles)
 
 
-@get("/database/models", opt=auth.needs(auth.READ), tags=["database"])
+@get("/database/models", tags=["database"], **protected(auth.READ))
 async def models_all(state: State) -> dict[str, list[str]]:
     runtime = _runtime(state)
     return {role: runtime.router.get_models_for_database(role) for role in runtime.roles}
 
 
-@get("/database/backup/info", opt=auth.needs(auth.ADMIN), tags=["database"])
+@get("/database/backup/info", tags=["database"], **protected(auth.ADMIN))
 async def backup_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, BackupInfo]]:
@@ -135,9 +145,8 @@ async def backup_all(
 
 @get(
     "/database/{name:str}/health",
-    opt=auth.needs(auth.READ),
     tags=["database"],
-    responses=_docs(HealthReport, "the database is unhealthy"),
+    **protected(auth.READ, 404, answers=_same_body(HealthReport, 502, 503, 504)),
 )
 async def health_one(
     name: FromPath[str], request: Request[Any, Any, Any], state: State
@@ -147,7 +156,11 @@ async def health_one(
     return _single(answer)  # type: ignore[return-value]
 
 
-@get("/database/{name:str}/stats", opt=auth.needs(auth.READ), tags=["database"])
+@get(
+    "/database/{name:str}/stats",
+    tags=["database"],
+    **protected(auth.READ, 404, answers=_same_body(StatsReport, 502, 503, 504)),
+)
 async def stats_one(
     name: FromPath[str], request: Request[Any, Any, Any], state: State
 ) -> Response[StatsReport]:
@@ -156,7 +169,7 @@ async def stats_one(
     return _single(answer)  # type: ignore[return-value]
 
 
-@get("/database/{name:str}/models", opt=auth.needs(auth.READ), tags=["database"])
+@get("/database/{name:str}/models", tags=["database"], **protected(auth.READ, 404))
 async def models_one(name: FromPath[str], state: State) -> ModelsReport:
     runtime = _runtime(state)
     return ModelsReport(
@@ -164,12 +177,19 @@ async def models_one(name: FromPath[str], state: State) -> ModelsReport:
     )
 
 
-@post("/database/{name:str}/execute", opt=NO_AUTH, status_code=200, tags=["database"])
+@post(
+    "/database/{name:str}/execute",
+    status_code=200,
+    tags=["database"],
+    operation_class=RawExecuteBody,
+    # Authenticated by the handler itself, so that refused calls are audited too.
+    **protected(None, 400, 404, 413, 429, 502, 503, 504),
+)
 async def execute(
     name: FromPath[str], request: Request[Any, Any, Any], state: State
-) -> Response[bytes]:
+) -> Response[ExecuteResult]:
     """Forward one statement to the role's service; exactly one audit record either way."""
-    return await forward_execute(_runtime(state), name, request)
+    return await forward_execute(_runtime(state), name, request)  # type: ignore[return-value]
 
 
 ROUTES = [

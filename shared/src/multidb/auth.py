@@ -97,6 +97,11 @@ class Authenticator:
         return _decode(token, last)
 
     def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
+        if api_key and authorization:
+            # Checking one and ignoring the other would accept a request whose other
+            # credential is wrong: refuse the ambiguity instead.
+            msg = f"send one credential, 'Authorization' or '{API_KEY_HEADER}', not both"
+            raise NotAuthorizedException(msg)
         if api_key:
             return self.from_api_key(api_key)
         if authorization:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import math
 import time
 import uuid
@@ -45,6 +46,8 @@ T = TypeVar("T")
 QUERY_CANCELED = "57014"
 PROTOCOL_VIOLATION = "08P01"
 STUCK_NETWORK_MARGIN_MS = 2000
+RELEASE_TIMEOUT_S = 2.0
+log = logging.getLogger("multidb.execute")
 # Queries longer than this are scanned for parameters in a worker thread.
 SCAN_INLINE_CHARS = 16 * 1024
 # Statements with more parameters than this have them converted in a worker thread.
@@ -296,10 +299,14 @@ async def _run(
             rows, row_count = NO_ROWS, affected_rows(status)
         if not request.read_only:
             finish = "COMMIT"
+    except asyncio.CancelledError:
+        # asyncpg has asked the server to cancel the statement; the connection is then
+        # closed rather than reused (see execute), so nothing more is sent on it.
+        finish = ""
+        raise
     finally:
-        # After a cancellation asyncpg has already asked the server to cancel the statement;
-        # this waits for that, then ends the transaction so the connection goes back clean.
-        await conn.execute(finish)
+        if finish:
+            await conn.execute(finish)
     return Outcome(columns, rows, row_count, status)
 
 
@@ -340,6 +347,21 @@ async def _acquire(pool: asyncpg.Pool, role: str, limits: ExecuteLimits) -> asyn
     return conn
 
 
+async def _give_back(pool: asyncpg.Pool, conn: asyncpg.Connection, *, settled: bool) -> None:
+    """Return ``conn`` to ``pool``; one cut off mid-statement is closed, never reused.
+
+    A timed-out or cancelled call may leave the connection wedged (waiting on a server
+    that will not answer); closing it costs a reconnect, reusing it could hang the next.
+    """
+    if not settled:
+        conn.terminate()
+    try:
+        await pool.release(conn, timeout=RELEASE_TIMEOUT_S)
+    except Exception as exc:
+        log.warning("execute connection not returned cleanly: %s", describe(exc))
+        conn.terminate()
+
+
 async def execute(
     pool: asyncpg.Pool, role: str, request: ExecuteRequest, limits: ExecuteLimits
 ) -> ExecuteResult:
@@ -353,10 +375,13 @@ async def execute(
     conn = await _acquire(pool, role, limits)
     # The server cancels at statement_timeout; this deadline only covers a stuck network.
     deadline = (limits.timeout_ms + STUCK_NETWORK_MARGIN_MS) / 1000
+    settled = False  # the transaction ended and the connection can serve the next caller
     try:
         async with asyncio.timeout(deadline):
             outcome = await _run(conn, sql, names, request, limits)
+        settled = True
     except asyncpg.PostgresError as exc:
+        settled = True
         raise _sql_error(role, exc, limits) from None
     except TimeoutError:
         msg = f"no answer from database {role!r} within {deadline:.1f} s"
@@ -366,7 +391,7 @@ async def execute(
             f"database {role!r} is unavailable: {describe(exc)}"
         ) from None
     finally:
-        await pool.release(conn)
+        await _give_back(pool, conn, settled=settled)
     return ExecuteResult(
         database=role,
         query=request.query,

@@ -68,6 +68,8 @@ class LoginLimits(msgspec.Struct, frozen=True, kw_only=True):
             if self.temp_file_limit_kb < 0
             else f"{self.temp_file_limit_kb}kB",
             "idle_in_transaction_session_timeout": f"{self.idle_in_transaction_ms}ms",
+            # A statement whose client went away stops at the next check, not at its end.
+            "client_connection_check_interval": "1s",
         }
 
 

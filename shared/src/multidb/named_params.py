@@ -30,6 +30,8 @@ _TOKEN = re.compile(
         | (?<![\w$])(?P<dollar>\$(?:[^\W\d]\w*)?\$).*?(?:(?P=dollar)|\Z)  # dollar-quoted
         | ::                                      # a cast, not a parameter
       )
+    | (?<![\w$])(?P<junk>(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?[0-9A-Za-z_]*
+        (?=[^\x00-\x7f]))                        # a number run into a non-ASCII letter
     | (?<![\w$])(?P<positional>\$\d+)             # $1: only named parameters are bound
     | (?<![\w:]):(?P<name>[^\W\d]\w*)             # a parameter
     """,
@@ -48,6 +50,14 @@ def to_positional(query: str) -> tuple[str, list[str]]:
     def replace(match: re.Match[str]) -> str:
         name = match.group("name")
         if name is None:
+            if match.group("junk") is not None:
+                # PostgreSQL reports this with the letter's first byte only, and asyncpg
+                # cannot decode that message: the connection would hang. Say it here.
+                msg = (
+                    f"a number runs straight into a non-ASCII character after "
+                    f"{match.group('junk')!r}: put a space or an operator between them"
+                )
+                raise BadRequestError(msg)
             positional = match.group("positional")
             if positional is not None:
                 msg = (

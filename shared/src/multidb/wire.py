@@ -7,7 +7,7 @@ an answer that has nothing to say in them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -60,7 +60,9 @@ class BackupInfo(msgspec.Struct, kw_only=True):
 
 
 class ExecuteRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    query: str
+    """``query``: one SQL statement, not only blanks."""
+
+    query: Annotated[str, msgspec.Meta(min_length=1, pattern=r"\S")]
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     read_only: bool = True
 

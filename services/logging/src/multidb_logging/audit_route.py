@@ -23,6 +23,7 @@ from multidb import auth
 from multidb.audit_records import AccessRecord
 from multidb.errors import BadRequestError, DatabaseUnavailableError, describe
 from multidb.execute import affected_rows
+from multidb.openapi import protected
 from multidb.service.runtime import UNREACHABLE, RoleRuntime
 
 MAX_BATCH = 1000
@@ -61,15 +62,20 @@ class AuditReceipt(msgspec.Struct, kw_only=True):
     inserted: int
 
 
+def _storable(value: object) -> object:
+    # PostgreSQL text cannot hold NUL, and a query preview may quote one a caller sent.
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
 def _columns(records: list[AccessRecord]) -> list[list[object]]:
-    return [[getattr(record, name) for record in records] for name in COLUMNS]
+    return [[_storable(getattr(record, name)) for record in records] for name in COLUMNS]
 
 
 @post(
     "/audit/access",
-    opt=auth.needs(auth.ADMIN),
     status_code=200,
     tags=["audit"],
+    **protected(auth.ADMIN, 400, 413, 503),
 )
 async def record_access(
     data: Annotated[
@@ -84,7 +90,7 @@ async def record_access(
     try:
         async with asyncio.timeout(INSERT_TIMEOUT_S), runtime.admin.acquire() as conn:
             status = await conn.execute(INSERT_ACCESS_LOGS, *_columns(data))
-    except (asyncpg.CheckViolationError, asyncpg.NotNullViolationError) as exc:
+    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
         raise BadRequestError(f"a record was refused: {describe(exc)}") from None
     except UNREACHABLE as exc:
         msg = f"database 'logging' is unavailable: {describe(exc, int(INSERT_TIMEOUT_S * 1000))}"

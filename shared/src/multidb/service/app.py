@@ -7,9 +7,8 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
 
-from multidb import auth
+from multidb import auth, openapi
 from multidb.engines import dispose_engines
 from multidb.migrations import head_revision
 from multidb.plugins import get_plugin_manager, get_roles
@@ -62,7 +61,15 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
     ]
     handlers: list[object] = list(ROUTES)
     if extra:
-        handlers.append(Router(path="/", route_handlers=extra, opt=auth.needs(auth.READ)))
+        # A Router takes no ``responses``: a plugin's handlers document their own answers.
+        handlers.append(
+            Router(
+                path="/",
+                route_handlers=extra,
+                opt=auth.needs(auth.READ),
+                security=openapi.SECURITY,
+            )
+        )
     return Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
@@ -71,7 +78,5 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
             DefineMiddleware(auth.AuthenticationMiddleware, exclude=UNAUTHENTICATED_PATHS),
         ],
         plugins=[problem_details_plugin()],
-        openapi_config=OpenAPIConfig(
-            title=f"multidb {role} service", version="0.1.0", path="/schema"
-        ),
+        openapi_config=openapi.config(f"multidb {role} service"),
     )

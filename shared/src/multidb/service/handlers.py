@@ -6,12 +6,14 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
 from multidb import auth
 from multidb.disconnect import cancel_on_disconnect
 from multidb.errors import ForbiddenError
 from multidb.execute import execute
+from multidb.openapi import protected
 from multidb.service.runtime import RoleRuntime
 from multidb.wire import (
     HEALTHY,
@@ -38,7 +40,12 @@ async def livez() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@get("/readyz", opt=NO_AUTH, tags=["probes"])
+@get(
+    "/readyz",
+    opt=NO_AUTH,
+    tags=["probes"],
+    responses={503: ResponseSpec(Readiness, description="not ready (same body, with error)")},
+)
 async def readyz(state: State) -> Response[Readiness]:
     """Ready when the database answers and its migrations are at head."""
     runtime = _runtime(state)
@@ -57,27 +64,41 @@ async def readyz(state: State) -> Response[Readiness]:
     return Response(body, status_code=200 if ready else 503)
 
 
-@get("/health", opt=auth.needs(auth.READ), tags=["database"])
+@get(
+    "/health",
+    tags=["database"],
+    **protected(
+        auth.READ,
+        answers={503: ResponseSpec(HealthReport, description="unhealthy (same body)")},
+    ),
+)
 async def health(state: State) -> Response[HealthReport]:
     """The spec's health answer; 200 when healthy, 503 (same body, with ``error``) when not."""
     report = await _runtime(state).health()
     return Response(report, status_code=200 if report.status == HEALTHY else 503)
 
 
-@get("/stats", opt=auth.needs(auth.READ), tags=["database"])
+@get(
+    "/stats",
+    tags=["database"],
+    **protected(
+        auth.READ,
+        answers={503: ResponseSpec(StatsReport, description="the database is unavailable")},
+    ),
+)
 async def stats(state: State) -> Response[StatsReport]:
     """The spec's statistics; 503 with ``status: unavailable`` when the database is down."""
     report = await _runtime(state).stats()
     return Response(report, status_code=200 if report.error is None else 503)
 
 
-@get("/models", opt=auth.needs(auth.READ), tags=["database"])
+@get("/models", tags=["database"], **protected(auth.READ))
 async def models(state: State) -> ModelsReport:
     role = _runtime(state).spec.name
     return ModelsReport(database=role, models=state.router.get_models_for_database(role))
 
 
-@get("/backup/info", opt=auth.needs(auth.ADMIN), tags=["database"])
+@get("/backup/info", tags=["database"], **protected(auth.ADMIN))
 async def backup_info(state: State) -> BackupInfo:
     """Where the data lives; the url is redacted and the password never shown."""
     database = _runtime(state).database
@@ -90,7 +111,12 @@ async def backup_info(state: State) -> BackupInfo:
     )
 
 
-@post("/execute", opt=auth.needs(auth.EXECUTE), status_code=200, tags=["database"])
+@post(
+    "/execute",
+    status_code=200,
+    tags=["database"],
+    **protected(auth.EXECUTE, 400, 413, 429, 503, 504),
+)
 async def execute_query(
     data: JSONBody[ExecuteRequest], request: Request[auth.Principal, Any, Any], state: State
 ) -> ExecuteResult:
