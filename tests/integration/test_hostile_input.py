@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from multidb.settings import Settings
 from tests.conftest import ADMIN, bearer
 from tests.fleet import ProcessFleet
 
@@ -294,3 +296,33 @@ def test_a_statement_timeout_comes_back_as_the_services_own_problem(fleet: Proce
     )
     assert answer.status_code == 504
     assert "ran longer than 1500 ms and was cancelled" in answer.json()["detail"]
+
+
+def test_a_refused_query_with_a_nul_still_leaves_its_audit_record(
+    fleet: ProcessFleet, settings: Settings
+) -> None:
+    request_id = uuid.uuid4().hex
+    answer = httpx.post(
+        f"{fleet.gateway}/database/default/execute",
+        json={"query": "SELECT 'a\u0000b'"},
+        headers={**EXECUTE, "X-Request-ID": request_id},
+        timeout=10,
+    )
+    assert answer.status_code == 400
+
+    async def preview() -> str:
+        conn = await settings.databases["logging"].connect()
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                found = await conn.fetchval(
+                    "SELECT query_preview FROM access_logs WHERE request_id = $1", request_id
+                )
+                if found is not None:
+                    return str(found)
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+        raise AssertionError("the audit record never arrived")
+
+    assert asyncio.run(preview()) == "SELECT 'a\ufffdb'"
