@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from multidb.embedded import free_port
@@ -60,6 +62,15 @@ class ProcessFleet:
         log.close()
         self.processes[name] = process
         wait_ready(process, f"{self.url(name)}/readyz")
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ProcessFleet]:
+        """Every service and the gateway, started now and stopped at the end."""
+        try:
+            self.start_all()
+            yield self
+        finally:
+            self.close()
 
     def start_all(self) -> None:
         for name in [*BUILTIN_ROLES, GATEWAY]:

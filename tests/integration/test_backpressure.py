@@ -32,18 +32,14 @@ DEFAULT_POOL = 10
 def fleet(
     database_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProcessFleet]:
-    processes = ProcessFleet(
+    with ProcessFleet(
         database_env,
         tmp_path_factory.mktemp("backpressure-logs"),
         MULTI_DB_EXECUTE_TIMEOUT_MS=str(STATEMENT_TIMEOUT_MS),
         MULTI_DB_EXECUTE_QUEUE_TIMEOUT_MS=str(QUEUE_TIMEOUT_MS),
         MULTI_DB_EXECUTE_CONCURRENCY_PER_CALLER=str(PER_CALLER),
-    )
-    try:
-        processes.start_all()
-        yield processes
-    finally:
-        processes.close()
+    ).running() as fleet:
+        yield fleet
 
 
 def caller(name: str) -> dict[str, str]:

@@ -28,12 +28,8 @@ TIMEOUT_S = 1.0  # MULTI_DB_SERVICE_TIMEOUT_MS of the fleet
 def fleet(
     database_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProcessFleet]:
-    processes = ProcessFleet(database_env, tmp_path_factory.mktemp("fleet-logs"))
-    try:
-        processes.start_all()
-        yield processes
-    finally:
-        processes.close()
+    with ProcessFleet(database_env, tmp_path_factory.mktemp("fleet-logs")).running() as fleet:
+        yield fleet
 
 
 @pytest.fixture

@@ -30,12 +30,8 @@ MAX_BYTES = 8 * 1024 * 1024
 def fleet(
     database_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProcessFleet]:
-    processes = ProcessFleet(database_env, tmp_path_factory.mktemp("hostile-logs"))
-    try:
-        processes.start_all()
-        yield processes
-    finally:
-        processes.close()
+    with ProcessFleet(database_env, tmp_path_factory.mktemp("hostile-logs")).running() as fleet:
+        yield fleet
 
 
 def deep_json(depth: int) -> bytes:

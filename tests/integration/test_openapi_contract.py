@@ -31,12 +31,8 @@ MIN_CASES = 1000
 def fleet(
     database_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProcessFleet]:
-    processes = ProcessFleet(database_env, tmp_path_factory.mktemp("contract-logs"))
-    try:
-        processes.start_all()
-        yield processes
-    finally:
-        processes.close()
+    with ProcessFleet(database_env, tmp_path_factory.mktemp("contract-logs")).running() as fleet:
+        yield fleet
 
 
 def _schemathesis(url: str, report: Path) -> dict[str, Any]:

@@ -47,6 +47,7 @@ QUERY_CANCELED = "57014"
 PROTOCOL_VIOLATION = "08P01"
 STUCK_NETWORK_MARGIN_MS = 2000
 RELEASE_TIMEOUT_S = 2.0
+ROLLBACK_TIMEOUT_S = 1.0
 log = logging.getLogger("multidb.execute")
 # Queries longer than this are scanned for parameters in a worker thread.
 SCAN_INLINE_CHARS = 16 * 1024
@@ -282,7 +283,6 @@ async def _run(
     mode = "READ ONLY" if request.read_only else "READ WRITE"
     # Our own constant text, so the simple protocol is safe here; user SQL never goes this way.
     await conn.execute(f"BEGIN {mode}; SET LOCAL statement_timeout = {int(limits.timeout_ms)}")
-    finish = "ROLLBACK"
     try:
         statement = await conn.prepare(sql)
         arguments = await _off_loop_when(
@@ -297,17 +297,23 @@ async def _run(
             await statement.fetch(*arguments)
             status = statement.get_statusmsg()
             rows, row_count = NO_ROWS, affected_rows(status)
-        if not request.read_only:
-            finish = "COMMIT"
-    except asyncio.CancelledError:
-        # asyncpg has asked the server to cancel the statement; the connection is then
-        # closed rather than reused (see execute), so nothing more is sent on it.
-        finish = ""
+    except BaseException:
+        # Failed, timed out or cancelled (asyncpg has then asked the server to cancel the
+        # statement): roll back, but never wait on a connection that stopped answering.
+        await _roll_back_or_close(conn)
         raise
-    finally:
-        if finish:
-            await conn.execute(finish)
+    await conn.execute("ROLLBACK" if request.read_only else "COMMIT")
     return Outcome(columns, rows, row_count, status)
+
+
+async def _roll_back_or_close(conn: asyncpg.Connection) -> None:
+    try:
+        async with asyncio.timeout(ROLLBACK_TIMEOUT_S):
+            await conn.execute("ROLLBACK")
+    except Exception:
+        # Wedged (a server that will not answer, a driver that lost its place): a closed
+        # connection costs a reconnect, a reused one could hang the next caller.
+        conn.terminate()
 
 
 def _sql_error(role: str, exc: asyncpg.PostgresError, limits: ExecuteLimits) -> MultiDBError:
@@ -347,14 +353,7 @@ async def _acquire(pool: asyncpg.Pool, role: str, limits: ExecuteLimits) -> asyn
     return conn
 
 
-async def _give_back(pool: asyncpg.Pool, conn: asyncpg.Connection, *, settled: bool) -> None:
-    """Return ``conn`` to ``pool``; one cut off mid-statement is closed, never reused.
-
-    A timed-out or cancelled call may leave the connection wedged (waiting on a server
-    that will not answer); closing it costs a reconnect, reusing it could hang the next.
-    """
-    if not settled:
-        conn.terminate()
+async def _give_back(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
     try:
         await pool.release(conn, timeout=RELEASE_TIMEOUT_S)
     except Exception as exc:
@@ -375,13 +374,10 @@ async def execute(
     conn = await _acquire(pool, role, limits)
     # The server cancels at statement_timeout; this deadline only covers a stuck network.
     deadline = (limits.timeout_ms + STUCK_NETWORK_MARGIN_MS) / 1000
-    settled = False  # the transaction ended and the connection can serve the next caller
     try:
         async with asyncio.timeout(deadline):
             outcome = await _run(conn, sql, names, request, limits)
-        settled = True
     except asyncpg.PostgresError as exc:
-        settled = True
         raise _sql_error(role, exc, limits) from None
     except TimeoutError:
         msg = f"no answer from database {role!r} within {deadline:.1f} s"
@@ -391,7 +387,7 @@ async def execute(
             f"database {role!r} is unavailable: {describe(exc)}"
         ) from None
     finally:
-        await _give_back(pool, conn, settled=settled)
+        await _give_back(pool, conn)
     return ExecuteResult(
         database=role,
         query=request.query,

