@@ -4,7 +4,9 @@ The guards, outermost first: the caller's scopes and plugin votes (before this m
 a low-privilege login (see ``multidb.execute_logins``); the extended protocol, so exactly
 one statement (``prepare`` refuses several); a ``READ ONLY`` transaction that is always
 rolled back unless the caller asked to write; a server-side ``statement_timeout``; a row
-cap. Parameters are bound by name (``:name``) and never interpolated.
+cap and a byte cap on the answer (rows are fetched in batches and encoded as they come).
+Before any of it, limits on the query's size and a bounded wait for a connection (503
+with ``Retry-After``). Parameters are bound by name (``:name``) and never interpolated.
 
 Values come back as JSON: numbers and booleans as such; ``numeric`` as strings (exact);
 timestamps, dates and times in ISO 8601; intervals as ISO 8601 durations; UUIDs as
