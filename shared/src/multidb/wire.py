@@ -7,6 +7,7 @@ an answer that has nothing to say in them.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -98,3 +99,38 @@ class Readiness(msgspec.Struct, kw_only=True, omit_defaults=True):
     revision: str | None = None
     head: str | None = None
     error: str | None = None
+
+
+class HistoryPoint(msgspec.Struct, kw_only=True):
+    """One step bucket of a role's stats history (see ``GET /stats/history``).
+
+    ``t``: the bucket's start. ``samples``: samples in the bucket; ``unavailable``: how
+    many of them were failures. Gauges (``table_count``, ``database_size_bytes``,
+    ``connections``) and counters (``commits``, ``rollbacks``, ``deadlocks``,
+    ``temp_bytes``) are the bucket's latest good value; ``cache_hit_ratio`` is the
+    average of its good samples. Every figure is ``None`` when no sample in the bucket
+    was good; ``error`` is the bucket's latest failure reason (``None`` when none failed).
+    """
+
+    t: Annotated[datetime, msgspec.Meta(tz=True)]
+    samples: int
+    unavailable: int
+    table_count: int | None
+    database_size_bytes: int | None
+    connections: int | None
+    commits: int | None
+    rollbacks: int | None
+    cache_hit_ratio: float | None
+    error: str | None
+    deadlocks: int | None = None
+    temp_bytes: int | None = None
+
+
+class StatsHistory(msgspec.Struct, kw_only=True):
+    """A role's stats history between ``since`` and ``until`` at ``step_s`` seconds."""
+
+    database: str
+    since: Annotated[datetime, msgspec.Meta(tz=True)]
+    until: Annotated[datetime, msgspec.Meta(tz=True)]
+    step_s: int
+    points: list[HistoryPoint]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from litestar.types import ControllerRouterHandler
+
 from multidb import RoleSpec, hookimpl
-from multidb_analytics import models
+from multidb_analytics import models, stats_routes
 
 
 @hookimpl
@@ -20,3 +23,9 @@ def multidb_role_spec() -> RoleSpec:
         pool_size=5,
         max_overflow=10,
     )
+
+
+@hookimpl
+def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | None:
+    """``POST /stats/samples`` (``db:admin``) and ``GET /stats/history`` (``db:read``)."""
+    return stats_routes.ROUTES if role == "analytics" else None

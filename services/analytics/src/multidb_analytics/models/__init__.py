@@ -2,5 +2,6 @@
 
 from multidb_analytics.models.base import AnalyticsBase
 from multidb_analytics.models.events import AnalyticsEvent, SystemMetrics, UserActivity
+from multidb_analytics.models.stats import StatsSample
 
-__all__ = ["AnalyticsBase", "AnalyticsEvent", "SystemMetrics", "UserActivity"]
+__all__ = ["AnalyticsBase", "AnalyticsEvent", "StatsSample", "SystemMetrics", "UserActivity"]
