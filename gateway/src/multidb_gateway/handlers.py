@@ -14,6 +14,7 @@ from multidb import auth
 from multidb.errors import NotFoundError
 from multidb.openapi import RawExecuteBody, protected
 from multidb.wire import BackupInfo, ExecuteResult, HealthReport, ModelsReport, StatsReport
+from multidb_gateway import history_route
 from multidb_gateway.execute_proxy import forward_execute
 from multidb_gateway.fleet import RoleAnswer
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
@@ -68,13 +69,15 @@ async def livez() -> dict[str, str]:
 
 @get("/readyz", opt=NO_AUTH, tags=["probes"])
 async def readyz(state: State) -> dict[str, Any]:
-    """Ready to serve; the audit trail's backlog, losses and refusals are visible here.
+    """Ready to serve; the audit trail's and the stats sampler's backlog, losses and
+    refusals are visible here (``audit``, ``stats_history``).
 
     Always 200 once started: ``status`` is ``degraded`` (with ``reasons``) while the
-    logging service refuses audit delivery, ``ready`` otherwise. A refusal is a
-    misconfiguration shared by every gateway replica, so a 503 would make a load balancer
-    take them all out of rotation, turning a fixable audit problem into an outage; the
-    records are held (``audit.pending``) and go through once the configuration is fixed.
+    logging service refuses audit delivery, or the analytics service the stats samples;
+    ``ready`` otherwise. A refusal is a misconfiguration shared by every gateway
+    replica, so a 503 would make a load balancer take them all out of rotation, turning
+    a fixable audit problem into an outage; the records are held (``audit.pending``) and
+    go through once the configuration is fixed.
     The code answers the load balancer, the body tells the operator.
     """
     runtime = _runtime(state)
@@ -84,6 +87,12 @@ async def readyz(state: State) -> dict[str, Any]:
         body["status"] = "degraded"
         body["reasons"] = [f"audit records are not delivered: {audit.last_error}"]
     body["audit"] = msgspec.to_builtins(audit)
+    history = runtime.sampler.status()
+    if history.refusing:
+        body["status"] = "degraded"
+        reasons = body.setdefault("reasons", [])
+        reasons.append(f"stats samples are not delivered: {history.last_error}")
+    body["stats_history"] = msgspec.to_builtins(history)
     return body
 
 
@@ -205,4 +214,5 @@ ROUTES = [
     stats_one,
     models_one,
     execute,
+    *history_route.ROUTES,
 ]

@@ -1,4 +1,5 @@
-"""What the gateway holds while it runs: settings, the service client, monitor and audit."""
+"""What the gateway holds while it runs: settings, the service client, monitor, audit and
+the stats sampler."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from multidb.router import DatabaseRouter
 from multidb_gateway.audit import ERROR_TEXT_LIMIT, AuditTrail, DeliveryRefusedError
 from multidb_gateway.credentials import GatewayCredential
 from multidb_gateway.fleet import Fleet, HealthMonitor
+from multidb_gateway.outbox import Send
 from multidb_gateway.services import ServiceAnswer, ServiceClient, ServiceUnreachableError
 from multidb_gateway.settings import GatewaySettings
+from multidb_gateway.stats_sampler import StatsSampler
 
 AUDIT_PATH = "/audit/access"
+SAMPLES_PATH = "/stats/samples"
 log = logging.getLogger("multidb.gateway")
 
 
@@ -32,19 +36,19 @@ def forward_headers(request: Request[Any, Any, Any]) -> dict[str, str]:
     return headers
 
 
-def _refusal(answer: ServiceAnswer) -> DeliveryRefusedError:
-    """What a 4xx from the logging service means, in words an operator can act on."""
+def _refusal(answer: ServiceAnswer, role: str, path: str, what: str) -> DeliveryRefusedError:
+    """What a 4xx from ``role``'s service means, in words an operator can act on."""
     detail = _problem_detail(answer.body)
     said = f"{answer.status} {detail}".strip()
     if answer.status in {401, 403}:
-        hint = "the logging service must accept MULTI_DB_SERVICE_SECRET (or JWT_SECRET)"
-        reason = f"logging service refused the gateway's credentials ({said}); {hint}"
+        hint = f"the {role} service must accept MULTI_DB_SERVICE_SECRET (or JWT_SECRET)"
+        reason = f"{role} service refused the gateway's credentials ({said}); {hint}"
         return DeliveryRefusedError(reason)
     if answer.status in {404, 405}:
-        hint = "is MULTI_DB_LOGGING_SERVICE_URL the logging service?"
-        return DeliveryRefusedError(f"logging service has no {AUDIT_PATH} ({said}); {hint}")
-    # Anything else: these records themselves are refused; retrying would block the rest.
-    reason = f"logging service refused the records ({said})"
+        hint = f"is MULTI_DB_{role.upper()}_SERVICE_URL the {role} service?"
+        return DeliveryRefusedError(f"{role} service has no {path} ({said}); {hint}")
+    # Anything else: these items themselves are refused; retrying would block the rest.
+    reason = f"{role} service refused the {what} ({said})"
     return DeliveryRefusedError(reason, batch_at_fault=True)
 
 
@@ -78,36 +82,52 @@ class GatewayRuntime:
         self.monitor = HealthMonitor(
             self.fleet, self.roles, settings.health_refresh_ms, self.credential.headers
         )
-        self.audit = AuditTrail(self._send_audit, capacity=settings.audit_capacity)
+        self.audit = AuditTrail(
+            self._sender("logging", AUDIT_PATH, "records"), capacity=settings.audit_capacity
+        )
+        self.sampler = StatsSampler(
+            self.fleet,
+            self.roles,
+            settings.stats_sample_s,
+            self.credential.headers,
+            self._sender("analytics", SAMPLES_PATH, "samples")
+            if "analytics" in settings.services
+            else None,
+        )
 
     def unknown(self, name: str) -> str:
         return f"unknown database {name!r}; configured: {', '.join(self.roles) or 'none'}"
 
-    async def _send_audit(self, body: bytes) -> None:
-        """Deliver one batch; only the logging service's 200 counts as delivered."""
-        if "logging" not in self.settings.services:
-            msg = "no logging service is configured to receive audit records"
+    def _sender(self, role: str, path: str, what: str) -> Send:
+        """Delivers one batch to ``role``'s ``path``; only its 200 counts as delivered."""
+
+        async def send(body: bytes) -> None:
+            if role not in self.settings.services:
+                msg = f"no {role} service is configured to receive {what}"
+                raise RuntimeError(msg)
+            headers = {**self.credential.headers(), "content-type": "application/json"}
+            timeout = self.settings.service_timeout_ms
+            try:
+                answer = await self.client.call(role, "POST", path, headers, timeout, body=body)
+            except ServiceUnreachableError as exc:
+                raise RuntimeError(str(exc)) from None
+            if answer.status == 200:
+                return
+            if 400 <= answer.status < 500:
+                raise _refusal(answer, role, path, what)
+            msg = f"{role} service answered {answer.status}"
             raise RuntimeError(msg)
-        headers = {**self.credential.headers(), "content-type": "application/json"}
-        try:
-            answer = await self.client.call(
-                "logging", "POST", AUDIT_PATH, headers, self.settings.service_timeout_ms, body=body
-            )
-        except ServiceUnreachableError as exc:
-            raise RuntimeError(str(exc)) from None
-        if answer.status == 200:
-            return
-        if 400 <= answer.status < 500:
-            raise _refusal(answer)
-        msg = f"logging service answered {answer.status}"
-        raise RuntimeError(msg)
+
+        return send
 
     async def start(self) -> None:
         await self.client.start()
         await self.audit.start()
         await self.monitor.start()
+        await self.sampler.start()
 
     async def stop(self) -> None:
+        await self.sampler.stop()
         await self.monitor.stop()
         await self.audit.stop()
         await self.client.close()

@@ -89,11 +89,13 @@ class ServiceClient:
         *,
         body: bytes | None = None,
         max_bytes: int = MAX_ANSWER_BYTES,
+        params: Mapping[str, str] | None = None,
     ) -> ServiceAnswer:
         """One request to ``role``'s service; raise :class:`ServiceUnreachableError` on failure.
 
         At most ``max_bytes`` of the answer are read: a longer answer is a failure too, so
-        the gateway never holds more than that for one call.
+        the gateway never holds more than that for one call. ``params`` become the query
+        string (kept out of ``path``, whose URL is built once and cached).
         """
         if self._session is None:
             msg = "ServiceClient.start() was not awaited"
@@ -104,7 +106,9 @@ class ServiceClient:
         try:
             async with (
                 asyncio.timeout(timeout_ms / 1000),
-                self._session.request(method, url, headers=headers, data=body) as response,
+                self._session.request(
+                    method, url, headers=headers, data=body, params=params
+                ) as response,
             ):
                 payload = await _read_at_most(response, max_bytes)
                 return ServiceAnswer(

@@ -26,6 +26,7 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     service_timeout_ms: Positive = 2000
     health_refresh_ms: Positive = 1000
     audit_capacity: Positive = 10_000
+    stats_sample_s: Positive = 60
 
     def __repr__(self) -> str:
         return f"GatewaySettings(services={self.services})"
@@ -46,6 +47,7 @@ def load_gateway_settings(env: Mapping[str, str], roles: Mapping[str, RoleSpec])
         "service_timeout_ms": "MULTI_DB_SERVICE_TIMEOUT_MS",
         "health_refresh_ms": "MULTI_DB_HEALTH_REFRESH_MS",
         "audit_capacity": "MULTI_DB_AUDIT_CAPACITY",
+        "stats_sample_s": "MULTI_DB_STATS_SAMPLE_S",
     }
     raw: dict[str, Any] = {field: env[var] for field, var in names.items() if env.get(var, "")}
     raw.update(core=core, services=services)

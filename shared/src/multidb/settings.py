@@ -108,6 +108,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     execute_connection_limit: Positive = 20
     request_max_bytes: Positive = 4 * 1024 * 1024
     health_timeout_ms: Positive = 2000
+    stats_retention_days: Positive = 30
     jwt_secret: str = ""
     service_secret: InternalSecret = ""
     api_keys: tuple[str, ...] = ()
@@ -130,6 +131,7 @@ GLOBAL_VARIABLES = (
     ("MULTI_DB_EXECUTE_CONNECTION_LIMIT", "execute_connection_limit"),
     ("MULTI_DB_REQUEST_MAX_BYTES", "request_max_bytes"),
     ("MULTI_DB_HEALTH_TIMEOUT_MS", "health_timeout_ms"),
+    ("MULTI_DB_STATS_RETENTION_DAYS", "stats_retention_days"),
     ("JWT_SECRET", "jwt_secret"),
     ("MULTI_DB_SERVICE_SECRET", "service_secret"),
 )

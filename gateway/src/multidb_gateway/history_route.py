@@ -1,0 +1,129 @@
+"""``GET /database/{name}/stats/history``: a role's stats history, from the analytics role.
+
+The gateway checks the caller's ``db:read`` and the role's name (404 when unknown), then
+asks the analytics service's ``GET /stats/history`` with the caller's own credentials,
+as for every call made on a caller's behalf, so the service checks the caller too. The
+parameters travel as given: the analytics service parses them, and its 400 (with its
+message) is passed on. Its answer is decoded into :class:`~multidb.wire.StatsHistory`
+before it is returned; anything else is a 502. No analytics service, or one that cannot
+answer, is a 503 (504 when it did not answer in time).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get
+from litestar.datastructures import State
+from litestar.params import FromPath, Parameter
+
+from multidb import auth
+from multidb.errors import (
+    BadGatewayError,
+    BadRequestError,
+    DatabaseUnavailableError,
+    MultiDBError,
+    NotFoundError,
+    TimeoutExceededError,
+)
+from multidb.openapi import protected
+from multidb.wire import StatsHistory
+from multidb_gateway.runtime import GatewayRuntime, forward_headers
+from multidb_gateway.services import ServiceUnreachableError
+
+ANALYTICS = "analytics"
+HISTORY_PATH = "/stats/history"
+MAX_HISTORY_BYTES = 4 * 1024 * 1024
+DETAIL_LIMIT = 300
+JSON = "application/json"
+
+
+class _Problem(msgspec.Struct):
+    detail: str = ""
+
+
+_decode_history = msgspec.json.Decoder(StatsHistory).decode
+_decode_problem = msgspec.json.Decoder(_Problem).decode
+
+
+def _detail(body: bytes) -> str:
+    try:
+        return _decode_problem(body).detail[:DETAIL_LIMIT]
+    except msgspec.DecodeError:
+        return ""
+
+
+def _failure(status: int, body: bytes) -> MultiDBError:
+    """The analytics service's refusal or failure as the gateway's own problem."""
+    said = _detail(body)
+    if status == 400:
+        return BadRequestError(said or "the analytics service refused the parameters")
+    if status in {401, 403}:
+        msg = (
+            f"the analytics service refused the credentials ({status}); "
+            "check JWT_SECRET/API_KEYS/MULTI_DB_SERVICE_SECRET"
+        )
+        return BadGatewayError(msg)
+    if status == 503:
+        return DatabaseUnavailableError(f"stats history is unavailable: {said or status}")
+    if status == 504:
+        return TimeoutExceededError(f"stats history timed out: {said or status}")
+    return BadGatewayError(f"the analytics service answered {status}")
+
+
+@get(
+    "/database/{name:str}/stats/history",
+    tags=["database"],
+    **protected(auth.READ, 400, 404, 502, 503, 504),
+)
+async def stats_history(
+    name: FromPath[str],
+    request: Request[Any, Any, Any],
+    state: State,
+    *,
+    since: Annotated[str | None, Parameter(description="ISO-8601; default: until - 1 h")] = None,
+    until: Annotated[str | None, Parameter(description="ISO-8601; default: now")] = None,
+    step: Annotated[str | None, Parameter(description="seconds per point (>= 1)")] = None,
+) -> Response[StatsHistory]:
+    """The role's stats, sampled by the gateway, downsampled to ``step`` seconds.
+
+    One point per step bucket that holds a sample, oldest first; a bucket whose samples
+    all failed has ``null`` figures and the reason in ``error``. At most 2000 points:
+    a range and step that would give more is a 400 saying which step would do.
+    """
+    runtime: GatewayRuntime = state.gateway
+    if name not in runtime.roles:
+        raise NotFoundError(runtime.unknown(name))
+    if ANALYTICS not in runtime.settings.services:
+        msg = "stats history needs the analytics role: no analytics service is configured"
+        raise DatabaseUnavailableError(msg)
+    given = {"since": since, "until": until, "step": step}
+    params = {"database": name, **{key: value for key, value in given.items() if value}}
+    try:
+        answer = await runtime.client.call(
+            ANALYTICS,
+            "GET",
+            HISTORY_PATH,
+            forward_headers(request),
+            runtime.settings.service_timeout_ms,
+            max_bytes=MAX_HISTORY_BYTES,
+            params=params,
+        )
+    except ServiceUnreachableError as exc:
+        msg = f"stats history is unavailable: the analytics service {exc.reason}"
+        raise (TimeoutExceededError if exc.timed_out else DatabaseUnavailableError)(msg) from None
+    if answer.status != 200:
+        raise _failure(answer.status, answer.body)
+    try:
+        history = _decode_history(answer.body)
+    except msgspec.DecodeError as exc:
+        msg = f"the analytics service answered an unreadable history ({exc})"
+        raise BadGatewayError(msg) from None
+    if history.database != name:
+        msg = f"the analytics service answered the history of {history.database!r}"
+        raise BadGatewayError(msg)
+    return Response(answer.body, media_type=JSON)  # type: ignore[arg-type]
+
+
+ROUTES = [stats_history]
