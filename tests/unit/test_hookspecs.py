@@ -17,6 +17,7 @@ HOOKS = [
 
 def test_there_are_the_hooks_the_design_asks_for() -> None:
     assert sorted(HOOKS) == [
+        "multidb_background_jobs",
         "multidb_execute_vote",
         "multidb_health_detail",
         "multidb_role_spec",

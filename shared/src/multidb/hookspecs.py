@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
 
     from multidb.auth import Principal
+    from multidb.jobs import BackgroundJob
     from multidb.roles import RoleSpec
     from multidb.wire import ExecuteVote
 
@@ -81,4 +82,19 @@ def multidb_execute_vote(
     prepared. Return ``ExecuteVote(allow=False, reason=...)`` to refuse (the caller gets
     403 with the reason), ``ExecuteVote(allow=True)`` or ``None`` to let it pass. Any
     refusal wins. A vote is advice on top of the database's own guards, never instead.
+    """
+
+
+@hookspec
+def multidb_background_jobs(role: str) -> Sequence[BackgroundJob] | None:
+    """Declare background jobs of a role's service (retention, backups, partition upkeep).
+
+    Called once when the role's service starts. Return :class:`~multidb.jobs.BackgroundJob`
+    entries (or ``None``): each ``run(runtime, connection)`` is awaited every
+    ``interval_s`` seconds for as long as the service runs, by one replica of the role at a
+    time (a PostgreSQL advisory lock, held by the transaction ``connection`` is in). A job
+    that raises or overruns its ``timeout_s`` is rolled back, logged and counted in the
+    service's ``/readyz`` (``jobs``), and runs again at its next interval: it never takes
+    the service down. ``runtime`` is the role's
+    :class:`~multidb.service.runtime.RoleRuntime` (``runtime.settings`` holds the settings).
     """

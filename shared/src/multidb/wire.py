@@ -99,6 +99,7 @@ class Readiness(msgspec.Struct, kw_only=True, omit_defaults=True):
     revision: str | None = None
     head: str | None = None
     error: str | None = None
+    jobs: list[dict[str, Any]] | None = None
 
 
 class HistoryPoint(msgspec.Struct, kw_only=True):

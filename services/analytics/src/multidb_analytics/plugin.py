@@ -8,7 +8,8 @@ from pathlib import Path
 from litestar.types import ControllerRouterHandler
 
 from multidb import RoleSpec, hookimpl
-from multidb_analytics import models, stats_routes
+from multidb.jobs import BackgroundJob
+from multidb_analytics import models, retention, stats_routes
 
 
 @hookimpl
@@ -29,3 +30,9 @@ def multidb_role_spec() -> RoleSpec:
 def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | None:
     """``POST /stats/samples`` (``db:admin``) and ``GET /stats/history`` (``db:read``)."""
     return stats_routes.ROUTES if role == "analytics" else None
+
+
+@hookimpl
+def multidb_background_jobs(role: str) -> Sequence[BackgroundJob] | None:
+    """Prune the stats history beyond ``MULTI_DB_STATS_RETENTION_DAYS`` (hourly)."""
+    return [retention.STATS_RETENTION] if role == "analytics" else None

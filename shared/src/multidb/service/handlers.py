@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
@@ -47,7 +48,8 @@ async def livez() -> dict[str, str]:
     responses={503: ResponseSpec(Readiness, description="not ready (same body, with error)")},
 )
 async def readyz(state: State) -> Response[Readiness]:
-    """Ready when the database answers and its migrations are at head."""
+    """Ready when the database answers and its migrations are at head; ``jobs`` shows
+    each background job's runs and failures (a failing job does not make it unready)."""
     runtime = _runtime(state)
     revision, error = await runtime.revision()
     head = state.head_revision
@@ -60,6 +62,7 @@ async def readyz(state: State) -> Response[Readiness]:
         revision=revision,
         head=head,
         error=error,
+        jobs=[msgspec.to_builtins(job) for job in runtime.jobs.status()] or None,
     )
     return Response(body, status_code=200 if ready else 503)
 

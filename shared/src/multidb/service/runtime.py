@@ -1,4 +1,5 @@
-"""What a role service holds while it runs: pools, execute logins, the size sample."""
+"""What a role service holds while it runs: pools, execute logins, the size sample, the
+role's background jobs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from multidb import probes
 from multidb.errors import CONNECTION_ERRORS, DatabaseUnavailableError, describe
 from multidb.execute import ExecuteLimits
 from multidb.execute_logins import ExecuteLogin, LoginLimits, provision_execute_logins
+from multidb.jobs import JobRunner
 from multidb.roles import RoleSpec
 from multidb.service.caller_limit import CallerLimit
 from multidb.settings import DatabaseSettings, Settings
@@ -79,16 +81,20 @@ class RoleRuntime:
         self._health_detail = self._detail_hook("multidb_health_detail")
         self._stats_detail = self._detail_hook("multidb_stats_detail")
         self._size_task: asyncio.Task[None] | None = None
+        declared = plugins.hook.multidb_background_jobs(role=spec.name)
+        self.jobs = JobRunner(self, [job for found in declared for job in found or ()])
 
     async def start(self) -> None:
         await self.admin
         self._size_task = asyncio.create_task(self._refresh_size(), name="multidb-size-sample")
+        await self.jobs.start()
         try:
             await self.execute_pool(read_only=True)
         except DatabaseUnavailableError as exc:
             log.warning("role %s: execute logins not ready yet: %s", self.spec.name, exc.detail)
 
     async def stop(self) -> None:
+        await self.jobs.stop()
         if self._size_task:
             self._size_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,42 @@
+"""Retention of the stats history: samples older than ``MULTI_DB_STATS_RETENTION_DAYS``
+(30 by default) are deleted by a background job of the analytics service, once an hour
+and shortly after start-up, by one replica at a time (see :mod:`multidb.jobs`)."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from multidb.execute import affected_rows
+from multidb.jobs import BackgroundJob
+from multidb.service.runtime import RoleRuntime
+
+log = logging.getLogger("multidb.analytics.retention")
+
+PRUNE_SQL = "DELETE FROM stats_samples WHERE sampled_at < now() - make_interval(days => $1)"
+PRUNE_INTERVAL_S = 3600.0
+PRUNE_TIMEOUT_S = 120.0
+
+
+async def prune_stats_samples(runtime: RoleRuntime, conn: asyncpg.Connection) -> None:
+    """Delete the samples older than the retention (``sampled_at`` index, one statement)."""
+    days = runtime.settings.stats_retention_days
+    status = await conn.execute(PRUNE_SQL, days, timeout=PRUNE_TIMEOUT_S)
+    deleted = affected_rows(status)
+    if deleted:
+        log.info(
+            "stats history: pruned %d samples older than %d days",
+            deleted,
+            days,
+            extra={"deleted": deleted, "retention_days": days},
+        )
+
+
+STATS_RETENTION = BackgroundJob(
+    name="stats-retention",
+    interval_s=PRUNE_INTERVAL_S,
+    run=prune_stats_samples,
+    first_delay_s=5.0,
+    timeout_s=PRUNE_TIMEOUT_S + 10,
+)
