@@ -94,7 +94,8 @@ def test_every_role_is_sampled_and_a_stopped_service_shows_as_a_gap(
 
     poll(every_role_sampled, "an available sample of every role")
     row = next(r for r in samples_since(analytics_db, start) if r["role"] == "default")
-    assert row["table_count"] > 0 and row["database_size_bytes"] > 0
+    assert row["table_count"] > 0
+    assert row["database_size_bytes"] > 0
     assert row["sample_id"] == f"default:{int(row['sampled_at'].timestamp())}"
 
     fleet.stop("archive")
@@ -120,7 +121,8 @@ def test_every_role_is_sampled_and_a_stopped_service_shows_as_a_gap(
         points = answer.json()["points"]
         failed = [p for p in points if p["unavailable"] == p["samples"]]
         assert failed, points
-        assert failed[0]["table_count"] is None and "unreachable" in failed[0]["error"]
+        assert failed[0]["table_count"] is None
+        assert "unreachable" in failed[0]["error"]
     finally:
         fleet.start("archive")
 
@@ -161,7 +163,8 @@ def test_samples_taken_while_analytics_is_down_arrive_once_it_is_back(
     assert {row["status"] for row in rows if row["role"] == "analytics"} == {"unavailable"}
     assert {row["status"] for row in rows if row["role"] == "default"} == {"available"}
     ready = client.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["stats_history"]["dropped"] == 0
+    assert ready["status"] == "ready"
+    assert ready["stats_history"]["dropped"] == 0
 
 
 def _synthetic(role: str, at: datetime, i: int, *, ok: bool) -> dict[str, Any]:
@@ -274,7 +277,8 @@ def test_two_gateways_sampling_at_once_store_each_bucket_once(
         bucket = int(row["sample_id"].rsplit(":", 1)[1])
         assert bucket == int(row["sampled_at"].timestamp())
         buckets[row["role"], bucket] = buckets.get((row["role"], bucket), 0) + 1
-    assert buckets and set(buckets.values()) == {1}
+    assert buckets
+    assert set(buckets.values()) == {1}
     assert len(buckets) >= 2 * len(BUILTIN_ROLES)
 
 
@@ -368,6 +372,7 @@ async def test_a_failing_job_is_counted_rolled_back_and_runs_again(
     finally:
         await runner.stop()
     (status,) = runner.status()
-    assert status.failures == 1 and status.last_error is not None
+    assert status.failures == 1
+    assert status.last_error is not None
     assert status.last_error.startswith("22012"), status.last_error  # division_by_zero
     assert await _present(analytics_db, [kept]) == set()  # the second run went through
