@@ -136,9 +136,10 @@ class StatsSampler:
         if self._enabled:
             await self.outbox.stop()
 
-    async def sample(self, bucket: int) -> list[StatsSampleRecord]:
-        """Ask every role's stats once and queue one sample per role in ``bucket``."""
-        at = datetime.now(UTC)
+    async def sample(self, bucket: int, epoch_s: float) -> list[StatsSampleRecord]:
+        """Ask every role's stats once and queue one sample per role in ``bucket``, taken
+        at ``epoch_s`` (a time inside the bucket)."""
+        at = datetime.fromtimestamp(epoch_s, UTC)
         answers = await self.fleet.ask_all("stats", self.roles, self._headers())
         samples = [to_sample(role, bucket, at, answer) for role, answer in answers.items()]
         for sample in samples:
@@ -160,17 +161,20 @@ class StatsSampler:
         )
 
     async def _run(self) -> None:
-        # The current bucket at once, then each bucket as it starts: every replica samples
-        # the same buckets, whenever it was started. A round slower than the interval
-        # skips the buckets it overran rather than piling up.
-        bucket = bucket_start(time.time(), self.interval_s)
+        # The current bucket at once, then each bucket as it starts (by the wall clock,
+        # which every replica shares): every replica samples the same buckets, whenever it
+        # was started. A round slower than the interval skips the buckets it overran.
+        due = bucket_start(time.time(), self.interval_s)
         while True:
+            now = time.time()
+            if now < due:
+                await asyncio.sleep(due - now)
+                continue
             try:
-                await self.sample(bucket)
+                await self.sample(bucket_start(now, self.interval_s), now)
             except Exception as exc:  # the next round may well succeed: never stop sampling
                 log.error("stats history: a sampling round failed: %s", trace(exc))
-            bucket = max(bucket + self.interval_s, bucket_start(time.time(), self.interval_s))
-            await asyncio.sleep(max(0.0, bucket - time.time()))
+            due = bucket_start(now, self.interval_s) + self.interval_s
 
 
 async def _nowhere(_: bytes) -> None:
