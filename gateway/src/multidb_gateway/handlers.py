@@ -12,6 +12,7 @@ from litestar.params import FromPath
 
 from multidb import auth
 from multidb.errors import NotFoundError
+from multidb.metrics import metrics_endpoint
 from multidb.openapi import RawExecuteBody, protected
 from multidb.wire import BackupInfo, ExecuteResult, HealthReport, ModelsReport, StatsReport
 from multidb_gateway.execute_proxy import forward_execute
@@ -205,4 +206,5 @@ ROUTES = [
     stats_one,
     models_one,
     execute,
+    metrics_endpoint,
 ]
