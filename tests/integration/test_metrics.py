@@ -32,7 +32,9 @@ def samples(text: str) -> list[Sample]:
 
 def value(text: str, name: str, **labels: str) -> float:
     """The one sample called ``name`` whose labels include ``labels``."""
-    found = [s.value for s in samples(text) if s.name == name and labels.items() <= s.labels.items()]
+    found = [
+        s.value for s in samples(text) if s.name == name and labels.items() <= s.labels.items()
+    ]
     assert len(found) == 1, f"{name} {labels}: {found}"
     return found[0]
 
@@ -218,7 +220,9 @@ def test_the_fleet_exposes_calls_errors_audit_and_bounded_routes(
             "the execute's audit record is delivered",
         )
         text = gateway_metrics()
-        routes = {s.labels["route"] for s in samples(text) if s.name == "multidb_http_requests_total"}
+        routes = {
+            s.labels["route"] for s in samples(text) if s.name == "multidb_http_requests_total"
+        }
         assert "/database/{name}/health" in routes
         assert routes <= {
             "/database/{name}/health",
