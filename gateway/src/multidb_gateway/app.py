@@ -14,17 +14,22 @@ from multidb.request_id import RequestIdMiddleware
 from multidb.router import DatabaseRouter
 from multidb.service.problems import problem_details_plugin
 from multidb_gateway.handlers import ROUTES
+from multidb_gateway.metrics import GatewayMetrics
 from multidb_gateway.runtime import GatewayRuntime
 from multidb_gateway.settings import GatewaySettings, get_gateway_settings
 
 
 def create_gateway_app(settings: GatewaySettings | None = None) -> Litestar:
     """The public ``/database`` API. Building it opens nothing; start-up does."""
+    metrics = GatewayMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         current = settings or get_gateway_settings()
-        runtime = GatewayRuntime(current, DatabaseRouter(get_roles(), current.core.routing))
+        runtime = GatewayRuntime(
+            current, DatabaseRouter(get_roles(), current.core.routing), metrics
+        )
+        app.state.metrics = metrics
         # Read by Litestar on a route's first request, so the setting can arrive here.
         app.request_max_body_size = current.core.request_max_bytes
         openapi.name_the_roles(app, runtime.roles)
@@ -40,6 +45,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Litestar:
         route_handlers=ROUTES,
         lifespan=[lifespan],
         middleware=[
+            metrics.requests.middleware,
             RequestIdMiddleware(),
             DefineMiddleware(auth.AuthenticationMiddleware, exclude=["^/schema"]),
         ],

@@ -31,6 +31,7 @@ from multidb.errors import (
 from multidb.execute import check_request
 from multidb.request_id import request_id_of
 from multidb.wire import ExecuteRequest
+from multidb_gateway import metrics
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
 from multidb_gateway.services import ServiceAnswer, ServiceUnreachableError
 
@@ -123,7 +124,13 @@ async def forward_execute(
             kind = TimeoutExceededError if exc.timed_out else DatabaseUnavailableError
             raise kind(f"the {name} service {exc.reason}") from None
         status = answer.status
-        row_count, error = checked_answer(name, answer)
+        if status == 401:  # the gateway accepted these credentials: the secrets differ
+            runtime.client.metrics.error(name, "/execute", metrics.REFUSED_CREDENTIALS)
+        try:
+            row_count, error = checked_answer(name, answer)
+        except BadGatewayError:
+            runtime.client.metrics.error(name, "/execute", metrics.BAD_ANSWER)
+            raise
         headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
         return Response(
             answer.body, status_code=status, media_type=answer.content_type, headers=headers

@@ -21,6 +21,7 @@ import msgspec
 
 from multidb.errors import trace
 from multidb.wire import UNAVAILABLE, UNHEALTHY, BackupInfo, HealthReport, StatsReport
+from multidb_gateway.metrics import BAD_ANSWER, BAD_STATUS, REFUSED_CREDENTIALS
 from multidb_gateway.services import ServiceClient, ServiceUnreachableError
 
 log = logging.getLogger("multidb.gateway.fleet")
@@ -84,7 +85,10 @@ class Fleet:
             return RoleAnswer(
                 _failure(kind, role, f"service {exc.reason}"), ok=False, status=status
             )
+        calls = self.client.metrics
+        path = PATHS[kind]
         if answer.status in {401, 403}:
+            calls.error(role, path, REFUSED_CREDENTIALS)
             # Credentials the gateway accepted (or minted) but the service did not: a
             # misconfiguration of the secrets they should share.
             error = (
@@ -97,11 +101,13 @@ class Fleet:
             # once its body is known to be what a service of ours sends.
             unreadable = _unreadable(kind, role, answer.body)
             if unreadable is not None:
+                calls.error(role, path, BAD_ANSWER)
                 error = f"{UNREADABLE} ({answer.status}: {unreadable})"
                 return RoleAnswer(_failure(kind, role, error), ok=False, status=502)
             return RoleAnswer(
                 msgspec.Raw(answer.body), ok=answer.status == 200, status=answer.status
             )
+        calls.error(role, path, BAD_STATUS)
         error = f"service answered {answer.status}"
         return RoleAnswer(_failure(kind, role, error), ok=False, status=502)
 

@@ -12,6 +12,7 @@ from litestar.params import FromPath
 
 from multidb import auth
 from multidb.errors import NotFoundError
+from multidb.metrics import metrics_endpoint
 from multidb.openapi import RawExecuteBody, protected
 from multidb.wire import BackupInfo, ExecuteResult, HealthReport, ModelsReport, StatsReport
 from multidb_gateway import history_route
@@ -215,4 +216,5 @@ ROUTES = [
     models_one,
     execute,
     *history_route.ROUTES,
+    metrics_endpoint,
 ]

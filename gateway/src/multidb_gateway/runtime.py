@@ -16,6 +16,7 @@ from multidb.router import DatabaseRouter
 from multidb_gateway.audit import ERROR_TEXT_LIMIT, AuditTrail, DeliveryRefusedError
 from multidb_gateway.credentials import GatewayCredential
 from multidb_gateway.fleet import Fleet, HealthMonitor
+from multidb_gateway.metrics import GatewayMetrics
 from multidb_gateway.outbox import Send
 from multidb_gateway.services import ServiceAnswer, ServiceClient, ServiceUnreachableError
 from multidb_gateway.settings import GatewaySettings
@@ -68,7 +69,12 @@ _decode_problem = msgspec.json.Decoder(Problem).decode
 
 
 class GatewayRuntime:
-    def __init__(self, settings: GatewaySettings, router: DatabaseRouter) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        router: DatabaseRouter,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.router = router
         self.roles = list(settings.services)
@@ -77,7 +83,9 @@ class GatewayRuntime:
             settings.core.jwt_secret, settings.core.api_keys, settings.core.service_secret
         )
         self.credential = GatewayCredential(settings.core)
-        self.client = ServiceClient(settings.services)
+        self.metrics = metrics or GatewayMetrics()
+        self.metrics.access = settings.core.metrics_access
+        self.client = ServiceClient(settings.services, self.metrics.calls)
         self.fleet = Fleet(self.client, settings.service_timeout_ms)
         self.monitor = HealthMonitor(
             self.fleet, self.roles, settings.health_refresh_ms, self.credential.headers
@@ -94,6 +102,7 @@ class GatewayRuntime:
             if "analytics" in settings.services
             else None,
         )
+        self.metrics.watch(self.audit, self.monitor)
 
     def unknown(self, name: str) -> str:
         return f"unknown database {name!r}; configured: {', '.join(self.roles) or 'none'}"

@@ -8,13 +8,16 @@ call, connect and body included (client timeouts are per socket operation).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 
 import aiohttp
 import msgspec
 from yarl import URL
 
 from multidb.errors import describe
+from multidb_gateway import metrics
 
 # What the gateway reads of an answer unless told otherwise: health, stats and the like.
 MAX_ANSWER_BYTES = 1024 * 1024
@@ -30,10 +33,18 @@ class ServiceAnswer(msgspec.Struct, frozen=True):
 class ServiceUnreachableError(Exception):
     """The service did not answer: refused, timed out, or the connection broke."""
 
-    def __init__(self, role: str, reason: str, *, timed_out: bool = False) -> None:
+    def __init__(
+        self,
+        role: str,
+        reason: str,
+        *,
+        timed_out: bool = False,
+        kind: str = metrics.CONNECTION_FAILED,
+    ) -> None:
         super().__init__(f"service of role {role!r} {reason}")
         self.reason = reason
         self.timed_out = timed_out
+        self.kind = kind
 
 
 class AnswerTooLargeError(Exception):
@@ -58,8 +69,9 @@ async def _read_at_most(response: aiohttp.ClientResponse, max_bytes: int) -> byt
 class ServiceClient:
     """Calls the role services at ``urls`` (role → base URL)."""
 
-    def __init__(self, urls: Mapping[str, str]) -> None:
+    def __init__(self, urls: Mapping[str, str], calls: metrics.CallMetrics | None = None) -> None:
         self.urls = dict(urls)
+        self.metrics = calls or metrics.CallMetrics()
         self._yarl: dict[tuple[str, str], URL] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -103,29 +115,50 @@ class ServiceClient:
         url = self._yarl.get((role, path))
         if url is None:
             url = self._yarl[role, path] = URL(self.urls[role] + path, encoded=True)
+        started = time.perf_counter()
         try:
-            async with (
-                asyncio.timeout(timeout_ms / 1000),
-                self._session.request(
-                    method, url, headers=headers, data=body, params=params
-                ) as response,
-            ):
-                payload = await _read_at_most(response, max_bytes)
-                return ServiceAnswer(
-                    response.status,
-                    payload,
-                    response.headers.get("content-type", "application/json"),
-                    response.headers.get("retry-after"),
-                )
-        except AnswerTooLargeError:
-            raise ServiceUnreachableError(role, f"answered more than {max_bytes} bytes") from None
-        except TimeoutError:
-            raise ServiceUnreachableError(
-                role, f"timed out after {timeout_ms} ms", timed_out=True
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise ServiceUnreachableError(role, f"unreachable: {describe(exc.os_error)}") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ServiceUnreachableError(
-                role, f"connection failed: {type(exc).__name__}"
-            ) from None
+            return await _request(
+                self._session.request(method, url, headers=headers, data=body, params=params),
+                role,
+                timeout_ms,
+                max_bytes,
+            )
+        except ServiceUnreachableError as exc:
+            self.metrics.error(role, path, exc.kind)
+            raise
+        finally:
+            self.metrics.observe(role, path, time.perf_counter() - started)
+
+
+async def _request(
+    request: AbstractAsyncContextManager[aiohttp.ClientResponse],
+    role: str,
+    timeout_ms: int,
+    max_bytes: int,
+) -> ServiceAnswer:
+    """Send ``request`` and read its answer; every failure as :class:`ServiceUnreachableError`."""
+    try:
+        async with asyncio.timeout(timeout_ms / 1000), request as response:
+            payload = await _read_at_most(response, max_bytes)
+            return ServiceAnswer(
+                response.status,
+                payload,
+                response.headers.get("content-type", "application/json"),
+                response.headers.get("retry-after"),
+            )
+    except AnswerTooLargeError:
+        raise ServiceUnreachableError(
+            role, f"answered more than {max_bytes} bytes", kind=metrics.TOO_LARGE
+        ) from None
+    except TimeoutError:
+        raise ServiceUnreachableError(
+            role, f"timed out after {timeout_ms} ms", timed_out=True, kind=metrics.TIMEOUT
+        ) from None
+    except aiohttp.ClientConnectorError as exc:
+        raise ServiceUnreachableError(
+            role, f"unreachable: {describe(exc.os_error)}", kind=metrics.UNREACHABLE
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ServiceUnreachableError(
+            role, f"connection failed: {type(exc).__name__}", kind=metrics.CONNECTION_FAILED
+        ) from None

@@ -17,6 +17,7 @@ PostgreSQL text form.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -335,10 +336,16 @@ def _sql_error(role: str, exc: asyncpg.PostgresError, limits: ExecuteLimits) -> 
     )
 
 
-async def _acquire(pool: asyncpg.Pool, role: str, limits: ExecuteLimits) -> asyncpg.Connection:
+async def _acquire(
+    pool: asyncpg.Pool,
+    role: str,
+    limits: ExecuteLimits,
+    waiting: contextlib.AbstractContextManager[None],
+) -> asyncpg.Connection:
     """A connection of the execute pool, or 503 with Retry-After once the queue wait is up."""
     try:
-        conn: asyncpg.Connection = await pool.acquire(timeout=limits.queue_timeout_ms / 1000)
+        with waiting:
+            conn: asyncpg.Connection = await pool.acquire(timeout=limits.queue_timeout_ms / 1000)
     except TimeoutError:
         msg = (
             f"every connection for statements on {role!r} stayed busy for "
@@ -364,16 +371,21 @@ async def _give_back(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
 
 
 async def execute(
-    pool: asyncpg.Pool, role: str, request: ExecuteRequest, limits: ExecuteLimits
+    pool: asyncpg.Pool,
+    role: str,
+    request: ExecuteRequest,
+    limits: ExecuteLimits,
+    waiting: contextlib.AbstractContextManager[None] | None = None,
 ) -> ExecuteResult:
     """Run ``request`` on ``pool``; raise a :class:`~multidb.errors.MultiDBError` on failure.
 
     Cancelling the calling task (the caller went away) cancels the statement in PostgreSQL.
+    ``waiting`` is entered while the request waits for a connection (the pool's metrics).
     """
     check_request(request, limits)
     sql, names = await positional_query(request.query)
     started = time.perf_counter()
-    conn = await _acquire(pool, role, limits)
+    conn = await _acquire(pool, role, limits, waiting or contextlib.nullcontext())
     # The server cancels at statement_timeout; this deadline only covers a stuck network.
     deadline = (limits.timeout_ms + STUCK_NETWORK_MARGIN_MS) / 1000
     try:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from multidb import probes
 from multidb.engines import EngineRegistry, get_engine_registry
+from multidb.plugins import get_roles
 from multidb.router import DatabaseRouter, UnknownDatabaseError, get_database_router
 from multidb.settings import Settings, get_settings
 from multidb.wire import BackupInfo, HealthReport, StatsReport
@@ -78,7 +79,11 @@ class MultiDatabaseUtils:
     async def get_database_stats(self, name: str) -> StatsReport:
         self._check(name)
         acquire = _raw_connection(self.registry.engine(name))
-        report, _ = await probes.collect_stats(name, acquire, self.settings.health_timeout_ms, None)
+        # One call, no sampler: the table count and size are read now (age 0).
+        taker = probes.snapshot_taker(get_roles()[name].version_table)
+        report, _ = await probes.collect_stats(
+            name, acquire, self.settings.health_timeout_ms, None, take_snapshot=taker
+        )
         return report
 
     async def _all(self, check: Callable[[str], Awaitable[T]]) -> dict[str, T]:

@@ -12,7 +12,7 @@ import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
@@ -109,6 +109,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     request_max_bytes: Positive = 4 * 1024 * 1024
     health_timeout_ms: Positive = 2000
     stats_retention_days: Positive = 30
+    metrics_sample_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    metrics_access: Literal["loopback", "credential"] = "loopback"
     jwt_secret: str = ""
     service_secret: InternalSecret = ""
     api_keys: tuple[str, ...] = ()
@@ -132,9 +134,12 @@ GLOBAL_VARIABLES = (
     ("MULTI_DB_REQUEST_MAX_BYTES", "request_max_bytes"),
     ("MULTI_DB_HEALTH_TIMEOUT_MS", "health_timeout_ms"),
     ("MULTI_DB_STATS_RETENTION_DAYS", "stats_retention_days"),
+    ("MULTI_DB_METRICS_SAMPLE_S", "metrics_sample_s"),
+    ("MULTI_DB_METRICS_ACCESS", "metrics_access"),
     ("JWT_SECRET", "jwt_secret"),
     ("MULTI_DB_SERVICE_SECRET", "service_secret"),
 )
+METRICS_ACCESS_MODES = ("loopback", "credential")
 # Fields whose value never appears in an error message, however malformed.
 SECRET_FIELDS = frozenset({"password", "jwt_secret", "service_secret"})
 
@@ -205,6 +210,10 @@ def load_settings(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> Sett
     raw: dict[str, Any] = {
         field: env[var] for var, field in GLOBAL_VARIABLES if env.get(var, "") != ""
     }
+    access = raw.get("metrics_access")
+    if access is not None and access not in METRICS_ACCESS_MODES:
+        modes = " or ".join(METRICS_ACCESS_MODES)
+        raise SettingsError(f"MULTI_DB_METRICS_ACCESS: must be {modes} (got {access!r})")
     raw["databases"] = databases
     raw["routing"] = _routing(env, roles)
     raw["api_keys"] = [key.strip() for key in env.get("API_KEYS", "").split(",") if key.strip()]

@@ -34,6 +34,7 @@ class StatsReport(msgspec.Struct, kw_only=True, omit_defaults=True):
     database: str
     status: str
     table_count: int | None = None
+    table_count_age_s: float | None = None
     database_size: str | None = None
     database_size_bytes: int | None = None
     database_size_age_s: float | None = None

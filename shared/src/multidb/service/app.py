@@ -15,6 +15,7 @@ from multidb.plugins import get_plugin_manager, get_roles
 from multidb.request_id import RequestIdMiddleware
 from multidb.router import DatabaseRouter
 from multidb.service.handlers import ROUTES
+from multidb.service.metrics import RoleMetrics
 from multidb.service.problems import problem_details_plugin
 from multidb.service.runtime import RoleRuntime, running
 from multidb.settings import Settings, SettingsError, get_settings
@@ -30,6 +31,7 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
     """
     plugins = get_plugin_manager()
     spec = get_roles()[role]
+    metrics = RoleMetrics(role)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -45,7 +47,11 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
         )
         app.state.router = DatabaseRouter(get_roles(), current.routing)
         app.state.head_revision = head_revision(spec)
-        runtime = RoleRuntime(spec, database, current, plugins)
+        metrics.access = current.metrics_access
+        app.state.metrics = metrics
+        runtime = RoleRuntime(
+            spec, database, current, plugins, metrics=metrics, head=app.state.head_revision
+        )
         app.state.runtime = runtime
         try:
             async with running(runtime):
@@ -74,6 +80,7 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
         route_handlers=handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
         middleware=[
+            metrics.requests.middleware,
             RequestIdMiddleware(),
             DefineMiddleware(auth.AuthenticationMiddleware, exclude=UNAUTHENTICATED_PATHS),
         ],

@@ -14,7 +14,9 @@ from multidb import auth
 from multidb.disconnect import cancel_on_disconnect
 from multidb.errors import ForbiddenError
 from multidb.execute import execute
+from multidb.metrics import metrics_endpoint
 from multidb.openapi import protected
+from multidb.service.metrics import OK, execute_outcome
 from multidb.service.runtime import RoleRuntime
 from multidb.wire import (
     HEALTHY,
@@ -114,16 +116,9 @@ async def backup_info(state: State) -> BackupInfo:
     )
 
 
-@post(
-    "/execute",
-    status_code=200,
-    tags=["database"],
-    **protected(auth.EXECUTE, 400, 413, 429, 503, 504),
-)
-async def execute_query(
-    data: JSONBody[ExecuteRequest], request: Request[auth.Principal, Any, Any], state: State
+async def _execute_query(
+    data: ExecuteRequest, request: Request[auth.Principal, Any, Any], state: State
 ) -> ExecuteResult:
-    """Run one statement, read-only unless the caller holds ``db:write`` and asks to write."""
     runtime = _runtime(state)
     principal = request.user
     auth.check_write(principal, data.read_only)
@@ -140,10 +135,35 @@ async def execute_query(
 
     async def run() -> ExecuteResult:
         pool = await runtime.execute_pool(read_only=data.read_only)
-        return await execute(pool, runtime.spec.name, data, runtime.limits)
+        waiting = runtime.pool_waiting(read_only=data.read_only)
+        return await execute(pool, runtime.spec.name, data, runtime.limits, waiting)
 
     with runtime.callers.slot(principal.subject):
         return await cancel_on_disconnect(request.receive, run())
 
 
-ROUTES = [livez, readyz, health, stats, models, backup_info, execute_query]
+@post(
+    "/execute",
+    status_code=200,
+    tags=["database"],
+    **protected(auth.EXECUTE, 400, 413, 429, 503, 504),
+)
+async def execute_query(
+    data: JSONBody[ExecuteRequest], request: Request[auth.Principal, Any, Any], state: State
+) -> ExecuteResult:
+    """Run one statement, read-only unless the caller holds ``db:write`` and asks to write."""
+    measured = _runtime(state).metrics
+    stop = measured.execute_duration.time()
+    try:
+        with stop:
+            result = await _execute_query(data, request, state)
+    except Exception as exc:
+        measured.execute_outcomes[execute_outcome(exc)].inc()
+        raise
+    measured.execute_outcomes[OK].inc()
+    measured.execute_rows.inc(result.row_count)
+    measured.execute_bytes.inc(len(result.result))
+    return result
+
+
+ROUTES = [livez, readyz, health, stats, models, backup_info, execute_query, metrics_endpoint]

@@ -1,4 +1,4 @@
-"""What a role service holds while it runs: pools, execute logins, the size sample, the
+"""What a role service holds while it runs: pools, execute logins, the catalog sampler, the
 role's background jobs."""
 
 from __future__ import annotations
@@ -18,16 +18,20 @@ from multidb.errors import CONNECTION_ERRORS, DatabaseUnavailableError, describe
 from multidb.execute import ExecuteLimits
 from multidb.execute_logins import ExecuteLogin, LoginLimits, provision_execute_logins
 from multidb.jobs import JobRunner
+from multidb.metrics import PoolWatch
 from multidb.roles import RoleSpec
 from multidb.service.caller_limit import CallerLimit
+from multidb.service.metrics import RoleMetrics
+from multidb.service.sampler import CatalogSampler
 from multidb.settings import DatabaseSettings, Settings
 from multidb.wire import HealthReport, StatsReport
 
 log = logging.getLogger("multidb.service")
 
-SIZE_REFRESH_S = 30.0
 UNREACHABLE: tuple[type[Exception], ...] = (TimeoutError, *CONNECTION_ERRORS)
 ADMIN_POOL_SIZE = 2
+# A background sample may take longer than a health check: it counts the tables.
+SAMPLE_TIMEOUT_MS = 10_000
 
 
 async def _keep_session(_: asyncpg.Connection) -> None:
@@ -62,6 +66,9 @@ class RoleRuntime:
         database: DatabaseSettings,
         settings: Settings,
         plugins: pluggy.PluginManager,
+        *,
+        metrics: RoleMetrics | None = None,
+        head: str | None = None,
     ) -> None:
         self.spec = spec
         self.database = database
@@ -75,18 +82,27 @@ class RoleRuntime:
         # state behind: skipping asyncpg's reset-on-release saves a round trip per check.
         # Execute pools keep the reset, since user SQL may leave state.
         self.admin = _pool(database, ADMIN_POOL_SIZE, reset=_keep_session)
+        self.admin_watch = PoolWatch(self.admin)
         self._execute_pools: dict[bool, asyncpg.Pool] = {}
+        self.pool_watches: dict[str, PoolWatch] = {"admin": self.admin_watch}
         self._provision_lock = asyncio.Lock()
-        self.size: probes.SizeSample | None = None
         self._health_detail = self._detail_hook("multidb_health_detail")
         self._stats_detail = self._detail_hook("multidb_stats_detail")
-        self._size_task: asyncio.Task[None] | None = None
+        self.metrics = metrics or RoleMetrics(spec.name)
+        self.sampler = CatalogSampler(
+            spec.name,
+            self.admin_watch.acquire,
+            spec.version_table,
+            settings.metrics_sample_s,
+            max(settings.health_timeout_ms, SAMPLE_TIMEOUT_MS),
+        )
+        self.metrics.watch(self.sampler, lambda: self.pool_watches, head)
         declared = plugins.hook.multidb_background_jobs(role=spec.name)
         self.jobs = JobRunner(self, [job for found in declared for job in found or ()])
 
     async def start(self) -> None:
         await self.admin
-        self._size_task = asyncio.create_task(self._refresh_size(), name="multidb-size-sample")
+        self.sampler.start()
         await self.jobs.start()
         try:
             await self.execute_pool(read_only=True)
@@ -95,21 +111,9 @@ class RoleRuntime:
 
     async def stop(self) -> None:
         await self.jobs.stop()
-        if self._size_task:
-            self._size_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._size_task
+        await self.sampler.stop()
         pools = [self.admin, *self._execute_pools.values()]
         await asyncio.gather(*(pool.close() for pool in pools), return_exceptions=True)
-
-    async def _refresh_size(self) -> None:
-        while True:
-            try:
-                async with self.admin.acquire() as conn:
-                    self.size = await probes.sample_size(conn)
-            except Exception as exc:
-                log.info("role %s: size sample failed: %s", self.spec.name, describe(exc))
-            await asyncio.sleep(SIZE_REFRESH_S)
 
     async def execute_pool(self, *, read_only: bool) -> asyncpg.Pool:
         """The pool of the reader (or writer) login, provisioned on first use."""
@@ -136,7 +140,9 @@ class RoleRuntime:
                     msg = f"execute logins not ready for {self.spec.name!r}: {describe(exc)}"
                     raise DatabaseUnavailableError(msg) from None
                 for flag, login in ((True, logins.reader), (False, logins.writer)):
-                    self._execute_pools[flag] = await self._login_pool(login, writer=not flag)
+                    pool = await self._login_pool(login, writer=not flag)
+                    self._execute_pools[flag] = pool
+                    self.pool_watches["reader" if flag else "writer"] = PoolWatch(pool)
         return self._execute_pools[read_only]
 
     async def _login_pool(self, login: ExecuteLogin, *, writer: bool) -> asyncpg.Pool:
@@ -173,18 +179,30 @@ class RoleRuntime:
 
         return detail
 
+    def pool_waiting(self, *, read_only: bool) -> contextlib.AbstractContextManager[None]:
+        """Counts the caller among the waiters of the reader (writer) pool while it waits."""
+        watch = self.pool_watches.get("reader" if read_only else "writer")
+        return watch.waiting() if watch else contextlib.nullcontext()
+
     async def health(self) -> HealthReport:
-        return await probes.check_health(
-            self.spec.name, self.admin.acquire, self.settings.health_timeout_ms, self._health_detail
-        )
+        with self.metrics.health_latency.time():
+            return await probes.check_health(
+                self.spec.name,
+                self.admin_watch.acquire,
+                self.settings.health_timeout_ms,
+                self._health_detail,
+            )
 
     async def stats(self) -> StatsReport:
-        report, self.size = await probes.collect_stats(
+        """Activity read live (one ``pg_stat_database`` row); table count and size from the
+        sampler's snapshot, with their ages, so the cost does not grow with the tables."""
+        report, _ = await probes.collect_stats(
             self.spec.name,
-            self.admin.acquire,
+            self.admin_watch.acquire,
             self.settings.health_timeout_ms,
-            self.size,
+            self.sampler.latest,
             self._stats_detail,
+            take_snapshot=self.sampler.take,
         )
         return report
 
