@@ -131,14 +131,16 @@ def test_samples_taken_while_analytics_is_down_arrive_once_it_is_back(
     fleet: ProcessFleet, client: httpx.Client, analytics_db: DatabaseSettings
 ) -> None:
     fleet.stop("analytics")
-    down_from = datetime.now(UTC)
+    # A sample is stamped with its bucket (the second it was taken, floored): the bucket the
+    # stop fell in may hold a sample taken just before it, so the window starts after it.
+    down_from = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
     held = poll(
         lambda: (
-            (s := client.get("/readyz").json()["stats_history"])["pending"] >= 8
+            (s := client.get("/readyz").json()["stats_history"])["pending"] >= 16
             and s["failures"] > 0
             and s
         ),
-        "two rounds of samples held while the analytics service is down",
+        "four rounds of samples held while the analytics service is down",
     )
     assert held["last_error"] is not None
     down_until = datetime.now(UTC)
