@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -13,6 +14,7 @@ from multidb import auth
 from multidb.disconnect import cancel_on_disconnect
 from multidb.errors import ForbiddenError
 from multidb.execute import execute
+from multidb.logs import execute_line
 from multidb.openapi import protected
 from multidb.service.runtime import RoleRuntime
 from multidb.wire import (
@@ -27,6 +29,7 @@ from multidb.wire import (
 )
 
 NO_AUTH = {"exclude_from_auth": True}
+log = logging.getLogger("multidb.service.execute")
 
 
 def _runtime(state: State) -> RoleRuntime:
@@ -123,24 +126,29 @@ async def execute_query(
     """Run one statement, read-only unless the caller holds ``db:write`` and asks to write."""
     runtime = _runtime(state)
     principal = request.user
-    auth.check_write(principal, data.read_only)
-    votes = runtime.plugins.hook.multidb_execute_vote(
-        role=runtime.spec.name,
-        query=data.query,
-        params=data.params,
-        read_only=data.read_only,
-        principal=principal,
-    )
-    refusals = [vote.reason or "refused by a plugin" for vote in votes if vote and not vote.allow]
-    if refusals:
-        raise ForbiddenError("; ".join(refusals))
+    with execute_line(log, principal=principal.subject, read_only=data.read_only) as line:
+        auth.check_write(principal, data.read_only)
+        votes = runtime.plugins.hook.multidb_execute_vote(
+            role=runtime.spec.name,
+            query=data.query,
+            params=data.params,
+            read_only=data.read_only,
+            principal=principal,
+        )
+        refusals = [
+            vote.reason or "refused by a plugin" for vote in votes if vote and not vote.allow
+        ]
+        if refusals:
+            raise ForbiddenError("; ".join(refusals))
 
-    async def run() -> ExecuteResult:
-        pool = await runtime.execute_pool(read_only=data.read_only)
-        return await execute(pool, runtime.spec.name, data, runtime.limits)
+        async def run() -> ExecuteResult:
+            pool = await runtime.execute_pool(read_only=data.read_only)
+            return await execute(pool, runtime.spec.name, data, runtime.limits)
 
-    with runtime.callers.slot(principal.subject):
-        return await cancel_on_disconnect(request.receive, run())
+        with runtime.callers.slot(principal.subject):
+            result = await cancel_on_disconnect(request.receive, run())
+        line["rows"] = result.row_count
+        return result
 
 
 ROUTES = [livez, readyz, health, stats, models, backup_info, execute_query]
