@@ -122,7 +122,12 @@ def test_an_execute_is_one_json_line_with_the_callers_request_id(fleet: ProcessF
     ("body", "status", "service_outcome", "gateway_outcome"),
     [
         ({"query": "SELECT 1/0"}, 400, "SQLError", "SQLError"),
-        ({"query": "DELETE FROM users", "read_only": False}, 403, None, "ForbiddenError"),
+        (
+            {"query": "DELETE FROM users", "read_only": False},
+            403,
+            None,
+            "PermissionDeniedException",
+        ),
         ({"query": 7}, 400, None, "BadRequestError"),
     ],
 )
@@ -188,7 +193,7 @@ def test_a_bad_log_setting_is_one_line_naming_it(
         "gateway": [sys.executable, "-m", "multidb_gateway", "--port", "1"],
         "cli": [sys.executable, "-m", "multidb.cli", "roles"],
     }[program]
-    done = subprocess.run(  # noqa: S603 - our interpreter, our modules
+    done = subprocess.run(
         command,
         env={**fleet.env, variable: value},
         capture_output=True,
@@ -339,7 +344,7 @@ def test_no_secret_in_any_response_or_log_line(
     fleet.start("archive", spare_env)
     spare_cluster.stop()
     _drive_everything(call, fleet)
-    cli = subprocess.run(  # noqa: S603 - our interpreter, our module
+    cli = subprocess.run(
         [sys.executable, "-m", "multidb.cli", "health", "--url", fleet.gateway],
         env={**fleet.env, "MULTI_DB_LOG_LEVEL": "DEBUG"},
         capture_output=True,
@@ -362,11 +367,20 @@ def test_no_secret_in_any_response_or_log_line(
     logs = sorted(fleet.logs.glob("*.log"))
     assert [path.stem for path in logs] == sorted([*BUILTIN_ROLES, GATEWAY])
     levels: set[str] = set()
+    unhealthy: dict[str, str] = {}
     for path in logs:
         lines = log_lines(path)
         assert lines, f"{path.name} is empty"
         levels |= {line["level"] for line in lines}
+        unhealthy |= {
+            line["target_role"]: line["error"]
+            for line in lines
+            if line["event"] == "role unhealthy"
+        }
         text = path.read_text()
         found += [f"{name} in {path.name}" for name, v in secrets.items() if v in text]
     assert found == []
     assert {"debug", "info", "warning"} <= levels, levels
+    # The failures were logged, with what was wrong: the scan read real error lines.
+    assert set(unhealthy) >= {"analytics", "archive"}, unhealthy
+    assert "unreachable" in unhealthy["analytics"]

@@ -43,6 +43,8 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 # Third-party loggers that are chatty at INFO; they speak at DEBUG only when asked for it.
 QUIET_LOGGERS = ("uvicorn.error", "alembic")
+# Loggers that say nothing an operator needs even at DEBUG (faker: Litestar's OpenAPI examples).
+SILENT_LOGGERS = ("faker",)
 # Keys that say how to render, not what happened (uvicorn's coloured copy of the message).
 _DROPPED_KEYS = ("color_message", "positional_args")
 # The leading keys of every line, in this order; the extra fields follow.
@@ -179,6 +181,8 @@ def configure_logging(
     quiet = logging.NOTSET if level <= logging.DEBUG else logging.WARNING
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(quiet)
+    for name in SILENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.captureWarnings(True)
     # structlog's own loggers, should any code use them, end in the same handler.
     structlog.configure(
