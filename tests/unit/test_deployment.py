@@ -9,6 +9,7 @@ what the installed roles and the settings code say. When a compose client is ins
 from __future__ import annotations
 
 import ast
+import logging
 import re
 import shlex
 import shutil
@@ -26,6 +27,7 @@ from dotenv import dotenv_values
 import multidb.service.__main__ as service_main
 import multidb_gateway.__main__ as gateway_main
 from multidb import settings as core_settings
+from multidb.logs import LOG_VARIABLES
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
 from multidb.settings import (
@@ -73,7 +75,7 @@ def known_variables(roles: Mapping[str, RoleSpec]) -> set[str]:
     names |= {variable for variable, _ in GLOBAL_VARIABLES}
     names |= {service_url_variable(spec) for spec in roles.values()}
     names |= {service_port_variable(spec) for spec in roles.values()}
-    return names | GATEWAY_VARIABLES | PROCESS_VARIABLES | OTHER_VARIABLES
+    return names | GATEWAY_VARIABLES | PROCESS_VARIABLES | OTHER_VARIABLES | set(LOG_VARIABLES)
 
 
 ROLES = get_roles()
@@ -392,6 +394,10 @@ def test_hand_typed_process_variables_are_read_by_the_entry_points(
         runs.append(kwargs)
 
     fresh_settings.setattr(uvicorn, "run", run)  # both entry points call uvicorn.run
+    # ... and configure logging first: the test run's handlers are given back after.
+    root = logging.getLogger()
+    fresh_settings.setattr(root, "handlers", list(root.handlers))
+    fresh_settings.setattr(root, "level", root.level)
     spec = ROLES["analytics"]
     fresh_settings.setenv(variable_name(spec, "host"), "localhost")
     fresh_settings.setenv("MULTI_DB_SERVICE_HOST", EVERY_INTERFACE)

@@ -10,6 +10,7 @@ import sys
 
 import uvicorn
 
+from multidb.logs import configure_logging
 from multidb.settings import SettingsError, read_environment
 from multidb_gateway.app import create_gateway_app
 from multidb_gateway.settings import get_gateway_settings
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(env.get("MULTI_DB_GATEWAY_PORT", "8000")))
     args = parser.parse_args(argv)
     try:
+        configure_logging("gateway", env=env)
         settings = get_gateway_settings()
     except SettingsError as exc:
         print(f"multidb gateway: configuration error: {exc}", file=sys.stderr)
@@ -30,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         create_gateway_app(settings),
         host=args.host,
         port=args.port,
-        log_level="warning",
+        # Logging stays as configure_logging set it; access lines stay off (the audit
+        # trail and the execute lines cover execute).
+        log_config=None,
         access_log=False,
     )
     return 0

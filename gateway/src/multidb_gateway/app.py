@@ -50,5 +50,7 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Litestar:
             DefineMiddleware(auth.AuthenticationMiddleware, exclude=["^/schema"]),
         ],
         plugins=[problem_details_plugin()],
+        # Litestar's default config would replace the root handler of multidb.logs.
+        logging_config=None,
         openapi_config=openapi.config("multidb gateway"),
     )

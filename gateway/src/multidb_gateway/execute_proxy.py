@@ -9,6 +9,8 @@ Never retried: a statement may have run even when its answer was lost.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import logging
 import time
 import uuid
 from typing import Any
@@ -25,6 +27,7 @@ from multidb.errors import (
     BadRequestError,
     DatabaseUnavailableError,
     ForbiddenError,
+    MultiDBError,
     NotFoundError,
     TimeoutExceededError,
 )
@@ -35,6 +38,7 @@ from multidb_gateway import metrics
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
 from multidb_gateway.services import ServiceAnswer, ServiceUnreachableError
 
+log = logging.getLogger("multidb.gateway.execute")
 _decode_request = msgspec.json.Decoder(ExecuteRequest).decode
 
 
@@ -75,6 +79,28 @@ def checked_answer(name: str, answer: ServiceAnswer) -> tuple[int | None, str | 
     return None, f"{problem.title} ({problem.status})"[:500]
 
 
+@functools.cache
+def _error_classes() -> dict[str, str]:
+    """Problem title -> the domain error class a service raised for it."""
+    found: dict[str, str] = {}
+    pending: list[type[MultiDBError]] = [MultiDBError]
+    while pending:
+        kind = pending.pop()
+        found.setdefault(kind.title, kind.__name__)
+        pending.extend(kind.__subclasses__())
+    return found
+
+
+def _log_outcome(status: int, raised: str | None, error: str | None) -> str:
+    """``ok``, or the class of the error: the gateway's own, or the service's (by title)."""
+    if status < 400:
+        return "ok"
+    if raised is not None:
+        return raised
+    title = (error or "").rpartition(" (")[0]
+    return _error_classes().get(title, title or "error")
+
+
 def _outcome(status: int, forwarded: bool) -> str:
     if status < 400:
         return "allowed"
@@ -92,6 +118,7 @@ async def forward_execute(
     principal: auth.Principal | None = None
     query: ExecuteRequest | None = None
     status, forwarded, row_count, error = 500, False, None, None
+    raised: str | None = None
     try:
         principal = runtime.authenticator.authenticate(
             request.headers.get("authorization"), request.headers.get(auth.API_KEY_HEADER)
@@ -136,13 +163,28 @@ async def forward_execute(
             answer.body, status_code=status, media_type=answer.content_type, headers=headers
         )
     except HTTPException as exc:
-        status, error = exc.status_code, exc.detail
+        status, error, raised = exc.status_code, exc.detail, type(exc).__name__
         raise
     except Exception as exc:
         status = getattr(exc, "status_code", 500)
         error = getattr(exc, "detail", type(exc).__name__)
+        raised = type(exc).__name__
         raise
     finally:
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        log.log(
+            logging.WARNING if status >= 500 else logging.INFO,
+            "execute",
+            extra={
+                "target_role": name,
+                "outcome": _log_outcome(status, raised, error),
+                "status_code": status,
+                "rows": row_count,
+                "duration_ms": duration_ms,
+                "principal": principal.subject if principal else None,
+                "read_only": query.read_only if query else None,
+            },
+        )
         runtime.audit.record(
             AccessRecord(
                 event_id=uuid.uuid4().hex,
@@ -159,7 +201,7 @@ async def forward_execute(
                 outcome=_outcome(status, forwarded),
                 status_code=status,
                 row_count=row_count,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                duration_ms=duration_ms,
                 error=error,
                 client_ip=request.client.host if request.client else None,
             )

@@ -165,10 +165,22 @@ class HealthMonitor:
     async def refresh(self) -> None:
         answers = await self.fleet.ask_all("health", self.roles, self._headers())
         now = time.monotonic()
-        self._latest = {
+        latest = {
             role: CachedHealth(_decode(answer.body), answer.ok, now)
             for role, answer in answers.items()
         }
+        self._log_changes(latest)
+        self._latest = latest
+
+    def _log_changes(self, latest: Mapping[str, CachedHealth]) -> None:
+        """One line when a role turns unhealthy (with why) and one when it recovers."""
+        for role, cached in latest.items():
+            before = self._latest.get(role)
+            if cached.ok and before is not None and not before.ok:
+                log.info("role healthy again", extra={"target_role": role})
+            elif not cached.ok and (before is None or before.ok):
+                error = cached.report.get("error")
+                log.warning("role unhealthy", extra={"target_role": role, "error": error})
 
     def snapshot(self) -> tuple[bool, dict[str, dict[str, Any]]]:
         """Every role's latest health with its ``age_s``; unchecked or stale roles are unhealthy."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 import urllib.error
 import urllib.request
@@ -27,6 +26,7 @@ from sqlalchemy.pool import NullPool
 from multidb import migrations
 from multidb.auth import ALL_SCOPES, API_KEY_HEADER, mint_token
 from multidb.embedded import EmbeddedPostgres
+from multidb.logs import configure_logging
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
 from multidb.settings import (
@@ -62,8 +62,6 @@ def cmd_up(_: argparse.Namespace) -> int:
             flush=True,
         )
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return run_stack(DATA, say)
     except RuntimeError as exc:  # AlreadyRunningError included
@@ -248,6 +246,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        # Log lines go to stderr; what a command prints for its reader stays on stdout.
+        configure_logging("cli", env=read_environment())
         code: int = args.run(args)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

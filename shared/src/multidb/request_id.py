@@ -1,7 +1,8 @@
 """``X-Request-ID``: taken from the caller (or made up), kept in the request state, echoed back.
 
 The gateway forwards it to the services and writes it into the audit record, so one id
-follows a request through every hop.
+follows a request through every hop. While the request is handled it is also bound in
+structlog's context, so every log line of the request carries it as ``request_id``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import re
 import uuid
 from typing import Any
 
+import structlog
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,4 +44,5 @@ class RequestIdMiddleware(ASGIMiddleware):
                 message["headers"] = [*message.get("headers", ()), (_HEADER_BYTES, encoded)]
             await send(message)
 
-        await next_app(scope, receive, send_with_id)
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            await next_app(scope, receive, send_with_id)

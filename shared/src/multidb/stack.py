@@ -31,6 +31,7 @@ import msgspec
 
 from multidb import migrations
 from multidb.embedded import EmbeddedPostgres
+from multidb.logs import FORMAT_VARIABLE, load_log_settings, resolve_format
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
 from multidb.settings import load_settings, read_environment, variable_name
@@ -259,7 +260,15 @@ def run_stack(folder: Path, say: Callable[[str], None]) -> int:
 def _children(
     env: dict[str, str], roles: Mapping[str, RoleSpec], configured: list[str]
 ) -> list[Supervised]:
-    child_env = {**os.environ, **env, "MULTI_DB_ENV_FILE": os.devnull}
+    # The children write to this process's stderr: one format for the whole output, the
+    # one this process chose (human on a terminal), whatever each child would guess.
+    log_format = resolve_format(load_log_settings(env).format, sys.stderr)
+    child_env = {
+        **os.environ,
+        **env,
+        "MULTI_DB_ENV_FILE": os.devnull,
+        FORMAT_VARIABLE: log_format,
+    }
     children = []
     for name in configured:
         port = int(env.get(f"MULTI_DB_{name.upper()}_SERVICE_PORT") or roles[name].port)

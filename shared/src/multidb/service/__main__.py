@@ -11,6 +11,7 @@ import sys
 
 import uvicorn
 
+from multidb.logs import configure_logging
 from multidb.plugins import get_roles
 from multidb.service.app import create_role_app
 from multidb.settings import SettingsError, get_settings, read_environment
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = roles[args.role]
     try:
+        configure_logging("service", args.role, env)
         settings = get_settings()
         if args.role not in settings.databases:
             msg = f"role {args.role!r} has no database configured: set {spec.prefix}HOST"
@@ -35,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"multidb {args.role}: configuration error: {exc}", file=sys.stderr)
         return 2
     app = create_role_app(args.role, settings)
-    uvicorn.run(app, host=args.host, port=port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn's loggers keep the handler configure_logging set (their
+    # levels too); access lines stay off, the audit trail and execute lines cover execute.
+    uvicorn.run(app, host=args.host, port=port, log_config=None, access_log=False)
     return 0
 
 

@@ -85,5 +85,7 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
             DefineMiddleware(auth.AuthenticationMiddleware, exclude=UNAUTHENTICATED_PATHS),
         ],
         plugins=[problem_details_plugin()],
+        # Litestar's default config would replace the root handler of multidb.logs.
+        logging_config=None,
         openapi_config=openapi.config(f"multidb {role} service"),
     )

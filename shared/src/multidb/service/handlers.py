@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -14,6 +15,7 @@ from multidb import auth
 from multidb.disconnect import cancel_on_disconnect
 from multidb.errors import ForbiddenError
 from multidb.execute import execute
+from multidb.logs import execute_line
 from multidb.metrics import metrics_endpoint
 from multidb.openapi import protected
 from multidb.service.metrics import OK, execute_outcome
@@ -30,6 +32,7 @@ from multidb.wire import (
 )
 
 NO_AUTH = {"exclude_from_auth": True}
+log = logging.getLogger("multidb.service.execute")
 
 
 def _runtime(state: State) -> RoleRuntime:
@@ -121,25 +124,30 @@ async def _execute_query(
 ) -> ExecuteResult:
     runtime = _runtime(state)
     principal = request.user
-    auth.check_write(principal, data.read_only)
-    votes = runtime.plugins.hook.multidb_execute_vote(
-        role=runtime.spec.name,
-        query=data.query,
-        params=data.params,
-        read_only=data.read_only,
-        principal=principal,
-    )
-    refusals = [vote.reason or "refused by a plugin" for vote in votes if vote and not vote.allow]
-    if refusals:
-        raise ForbiddenError("; ".join(refusals))
+    with execute_line(log, principal=principal.subject, read_only=data.read_only) as line:
+        auth.check_write(principal, data.read_only)
+        votes = runtime.plugins.hook.multidb_execute_vote(
+            role=runtime.spec.name,
+            query=data.query,
+            params=data.params,
+            read_only=data.read_only,
+            principal=principal,
+        )
+        refusals = [
+            vote.reason or "refused by a plugin" for vote in votes if vote and not vote.allow
+        ]
+        if refusals:
+            raise ForbiddenError("; ".join(refusals))
 
-    async def run() -> ExecuteResult:
-        pool = await runtime.execute_pool(read_only=data.read_only)
-        waiting = runtime.pool_waiting(read_only=data.read_only)
-        return await execute(pool, runtime.spec.name, data, runtime.limits, waiting)
+        async def run() -> ExecuteResult:
+            pool = await runtime.execute_pool(read_only=data.read_only)
+            waiting = runtime.pool_waiting(read_only=data.read_only)
+            return await execute(pool, runtime.spec.name, data, runtime.limits, waiting)
 
-    with runtime.callers.slot(principal.subject):
-        return await cancel_on_disconnect(request.receive, run())
+        with runtime.callers.slot(principal.subject):
+            result = await cancel_on_disconnect(request.receive, run())
+        line["rows"] = result.row_count
+        return result
 
 
 @post(
