@@ -16,6 +16,8 @@ import httpx
 import pytest
 
 from multidb.embedded import EmbeddedPostgres
+from multidb.migrations import head_revision
+from multidb.plugins import get_roles
 from multidb.settings import Settings
 from tests.conftest import ADMIN, API_KEY, BUILTIN_ROLES, SPEC_MODELS, bearer, token
 from tests.fleet import ProcessFleet
@@ -54,7 +56,7 @@ def test_spec_aggregates(client: httpx.Client, settings: Settings) -> None:
     assert list(stats) == BUILTIN_ROLES
     for role, report in stats.items():
         assert (report["database"], report["status"]) == (role, "available")
-        assert report["table_count"] == len(SPEC_MODELS[role]) + 1
+        assert report["table_count"] == len(get_roles()[role].metadata.tables) + 1
         assert report["database_size"]
 
     assert client.get("/database/configured", headers=ADMIN).json() == {"databases": BUILTIN_ROLES}
@@ -356,7 +358,7 @@ def test_cli_health_roles_token_and_migrate_status(
     assert status.returncode == 0, status.stderr
     rows = [line.split() for line in status.stdout.splitlines()[2:]]
     assert [(row[0], row[2], row[3]) for row in rows] == [
-        (role, "0001", "0001") for role in BUILTIN_ROLES
+        (role, head, head) for role in BUILTIN_ROLES for head in [head_revision(get_roles()[role])]
     ]
 
     minted = _multidb("token", "--scopes", "db:read", "--lifetime", "60", env=fleet.env)
@@ -376,12 +378,13 @@ def test_cli_migrate_one_role_down_and_up(
         pytest.skip("needs the embedded server for a scratch database")
     asyncio.run(embedded.create_databases(["cli_scratch"]))
     env = {**fleet.env, "MULTI_DB_ANALYTICS_DATABASE": "cli_scratch"}
+    head = head_revision(get_roles()["analytics"])
     up = _multidb("migrate", "analytics", env=env)
     assert up.returncode == 0, up.stderr
-    assert up.stdout.splitlines()[-1].split() == ["analytics", "cli_scratch", "0001", "0001"]
+    assert up.stdout.splitlines()[-1].split() == ["analytics", "cli_scratch", head, head]
     down = _multidb("migrate", "analytics", "--downgrade", "base", env=env)
     assert down.returncode == 0, down.stderr
-    assert down.stdout.splitlines()[-1].split() == ["analytics", "cli_scratch", "base", "0001"]
+    assert down.stdout.splitlines()[-1].split() == ["analytics", "cli_scratch", "base", head]
     unknown = _multidb("migrate", "nope", env=env)
     assert unknown.returncode == 2
     assert "unknown role 'nope'" in unknown.stderr

@@ -37,6 +37,8 @@ STATS_SQL = """
 SELECT numbackends AS connections,
        xact_commit AS commits,
        xact_rollback AS rollbacks,
+       deadlocks,
+       temp_bytes,
        CASE WHEN blks_hit + blks_read = 0 THEN NULL
             ELSE round(blks_hit::numeric / (blks_hit + blks_read), 4)::float8 END
          AS cache_hit_ratio
@@ -215,6 +217,8 @@ async def collect_stats(
         connections=row["connections"],
         commits=row["commits"],
         rollbacks=row["rollbacks"],
+        deadlocks=row["deadlocks"],
+        temp_bytes=row["temp_bytes"],
         cache_hit_ratio=row["cache_hit_ratio"],
         detail=extra,
     )

@@ -41,6 +41,8 @@ class StatsReport(msgspec.Struct, kw_only=True, omit_defaults=True):
     connections: int | None = None
     commits: int | None = None
     rollbacks: int | None = None
+    deadlocks: int | None = None
+    temp_bytes: int | None = None
     cache_hit_ratio: float | None = None
     error: str | None = None
     detail: dict[str, Any] | None = None
