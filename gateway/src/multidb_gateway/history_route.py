@@ -3,14 +3,16 @@
 The gateway checks the caller's ``db:read`` and the role's name (404 when unknown), then
 asks the analytics service's ``GET /stats/history`` with the caller's own credentials,
 as for every call made on a caller's behalf, so the service checks the caller too. The
-parameters travel as given: the analytics service parses them, and its 400 (with its
-message) is passed on. Its answer is decoded into :class:`~multidb.wire.StatsHistory`
+parameters are typed here (so the OpenAPI document says what they are, and a malformed
+one is the gateway's 400); the analytics service checks the range and step, and its 400
+(with its message) is passed on. Its answer is decoded into :class:`~multidb.wire.StatsHistory`
 before it is returned; anything else is a 502. No analytics service, or one that cannot
 answer, is a 503 (504 when it did not answer in time).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -37,6 +39,9 @@ HISTORY_PATH = "/stats/history"
 MAX_HISTORY_BYTES = 4 * 1024 * 1024
 DETAIL_LIMIT = 300
 JSON = "application/json"
+# Documented formats; the parsing (with messages a person reads) is ours and analytics'.
+DATE_TIME = {"format": "date-time"}
+WHOLE_SECONDS = {"pattern": "^[0-9]+$"}
 
 
 class _Problem(msgspec.Struct):
@@ -72,6 +77,15 @@ def _failure(status: int, body: bytes) -> MultiDBError:
     return BadGatewayError(f"the analytics service answered {status}")
 
 
+def _timestamp(name: str, text: str) -> datetime:
+    # Strictly RFC 3339, as documented: a bare number is not a time here.
+    try:
+        return msgspec.convert(text, datetime)
+    except msgspec.ValidationError:
+        msg = f"{name}: {text[:64]!r} is not an RFC 3339 timestamp (like 2026-11-29T04:00:00Z)"
+        raise BadRequestError(msg) from None
+
+
 @get(
     "/database/{name:str}/stats/history",
     tags=["database"],
@@ -82,9 +96,17 @@ async def stats_history(
     request: Request[Any, Any, Any],
     state: State,
     *,
-    since: Annotated[str | None, Parameter(description="ISO-8601; default: until - 1 h")] = None,
-    until: Annotated[str | None, Parameter(description="ISO-8601; default: now")] = None,
-    step: Annotated[str | None, Parameter(description="seconds per point (>= 1)")] = None,
+    since: Annotated[
+        str | None,
+        Parameter(schema_extra=DATE_TIME, description="RFC 3339; default: until - 1 h"),
+    ] = None,
+    until: Annotated[
+        str | None, Parameter(schema_extra=DATE_TIME, description="RFC 3339; default: now")
+    ] = None,
+    step: Annotated[
+        str | None,
+        Parameter(schema_extra=WHOLE_SECONDS, description="whole seconds per point, >= 1"),
+    ] = None,
 ) -> Response[StatsHistory]:
     """The role's stats, sampled by the gateway, downsampled to ``step`` seconds.
 
@@ -98,8 +120,12 @@ async def stats_history(
     if ANALYTICS not in runtime.settings.services:
         msg = "stats history needs the analytics role: no analytics service is configured"
         raise DatabaseUnavailableError(msg)
-    given = {"since": since, "until": until, "step": step}
-    params = {"database": name, **{key: value for key, value in given.items() if value}}
+    params = {"database": name}
+    for key, text in (("since", since), ("until", until)):
+        if text is not None:
+            params[key] = _timestamp(key, text).isoformat()
+    if step is not None:
+        params["step"] = step
     try:
         answer = await runtime.client.call(
             ANALYTICS,

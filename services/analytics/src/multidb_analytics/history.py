@@ -17,6 +17,7 @@ failure's ``error``, so a gap shows.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -28,6 +29,10 @@ from multidb.wire import HistoryPoint, StatsHistory
 DEFAULT_RANGE = timedelta(hours=1)
 DEFAULT_POINTS = 300
 MAX_POINTS = 2000
+# No sample predates the epoch the buckets are aligned to; a step over a year is no series.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_STEP_S = 366 * 24 * 3600
+WHOLE_NUMBER = re.compile(r"[0-9]{1,12}")
 QUERY_TIMEOUT_S = 5.0
 
 _LATEST = "(array_agg({0} ORDER BY sampled_at DESC) FILTER (WHERE status = 'available'))[1]"
@@ -68,21 +73,24 @@ class HistoryQuery(msgspec.Struct, frozen=True, kw_only=True):
 def _timestamp(name: str, text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
-    except ValueError:
+        # One without a zone is read as UTC; the answer is always in UTC.
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
         msg = f"{name}: {text[:64]!r} is not an ISO-8601 timestamp (like 2026-11-29T04:00:00Z)"
         raise BadRequestError(msg) from None
-    # One without a zone is read as UTC; the answer is always in UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value < EARLIEST:
+        msg = f"{name}: {value.isoformat()} is before 1970-01-01T00:00:00Z, where history starts"
+        raise BadRequestError(msg)
+    return value
 
 
 def _step(text: str) -> int:
-    try:
-        step = int(text.strip())
-    except ValueError:
+    if not WHOLE_NUMBER.fullmatch(text):
         msg = f"step: {text[:64]!r} is not a whole number of seconds"
-        raise BadRequestError(msg) from None
-    if step < 1:
-        msg = f"step: must be at least 1 second (got {step})"
+        raise BadRequestError(msg)
+    step = int(text)
+    if not 1 <= step <= MAX_STEP_S:
+        msg = f"step: must be from 1 to {MAX_STEP_S} seconds (got {step})"
         raise BadRequestError(msg)
     return step
 
@@ -99,13 +107,13 @@ def parse_query(
     if not database or not database.strip():
         msg = "database: required (the role whose history you want, like 'default')"
         raise BadRequestError(msg)
-    end = _timestamp("until", until) if until else (now or datetime.now(UTC))
-    start = _timestamp("since", since) if since else end - DEFAULT_RANGE
+    end = _timestamp("until", until) if until is not None else (now or datetime.now(UTC))
+    start = _timestamp("since", since) if since is not None else end - DEFAULT_RANGE
     if start >= end:
         msg = f"since ({start.isoformat()}) must be before until ({end.isoformat()})"
         raise BadRequestError(msg)
     span_s = (end - start).total_seconds()
-    step_s = _step(step) if step else max(1, math.ceil(span_s / DEFAULT_POINTS))
+    step_s = _step(step) if step is not None else max(1, math.ceil(span_s / DEFAULT_POINTS))
     points = math.ceil(span_s / step_s) + 1  # epoch-aligned buckets may straddle since
     if points > MAX_POINTS:
         least = math.ceil(span_s / (MAX_POINTS - 1))
