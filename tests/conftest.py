@@ -78,7 +78,7 @@ def settings(database_env: dict[str, str], roles: dict[str, RoleSpec]) -> Settin
     return load_settings(env, roles)
 
 
-def token(*scopes: str, secret: str = JWT_SECRET, lifetime_s: int = 300) -> str:
+def token(*scopes: str, secret: str = JWT_SECRET, lifetime_s: int = 3600) -> str:
     return mint_token(secret, "tester", scopes, lifetime_s)
 
 

@@ -29,7 +29,9 @@ from multidb.wire import HealthReport, StatsReport
 log = logging.getLogger("multidb.service")
 
 UNREACHABLE: tuple[type[Exception], ...] = (TimeoutError, *CONNECTION_ERRORS)
-ADMIN_POOL_SIZE = 2
+# Probes, the background catalog sample and plugin detail hooks share it: room for a
+# sample while two probes run, so a sample never makes a health check wait.
+ADMIN_POOL_SIZE = 3
 # A background sample may take longer than a health check: it counts the tables.
 SAMPLE_TIMEOUT_MS = 10_000
 
