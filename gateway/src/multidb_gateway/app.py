@@ -41,7 +41,9 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Litestar:
         lifespan=[lifespan],
         middleware=[
             RequestIdMiddleware(),
-            DefineMiddleware(auth.AuthenticationMiddleware, exclude=["^/schema"]),
+            DefineMiddleware(
+                auth.AuthenticationMiddleware, exclude=["^/schema", "^/dashboard(/|$)"]
+            ),
         ],
         plugins=[problem_details_plugin()],
         openapi_config=openapi.config("multidb gateway"),

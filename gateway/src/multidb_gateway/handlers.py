@@ -9,12 +9,13 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
+from litestar.types import ControllerRouterHandler
 
 from multidb import auth
 from multidb.errors import NotFoundError
 from multidb.openapi import RawExecuteBody, protected
 from multidb.wire import BackupInfo, ExecuteResult, HealthReport, ModelsReport, StatsReport
-from multidb_gateway import history_route
+from multidb_gateway import audit_recent, dashboard, history_route
 from multidb_gateway.execute_proxy import forward_execute
 from multidb_gateway.fleet import RoleAnswer
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
@@ -201,7 +202,7 @@ async def execute(
     return await forward_execute(_runtime(state), name, request)  # type: ignore[return-value]
 
 
-ROUTES = [
+ROUTES: list[ControllerRouterHandler] = [
     livez,
     readyz,
     health_all,
@@ -215,4 +216,6 @@ ROUTES = [
     models_one,
     execute,
     *history_route.ROUTES,
+    *audit_recent.ROUTES,
+    *dashboard.ROUTES,
 ]
