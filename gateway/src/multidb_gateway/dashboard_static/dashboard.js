@@ -226,11 +226,18 @@
   }
 
   // One x axis for every role (the union of their bucket times), null where a role has
-  // no point or its bucket failed, so a gap shows as a gap.
-  function align(histories, chartSpec) {
+  // no point or its bucket failed, so a gap shows as a gap. Buckets with no sample at
+  // all (the sampler was not running) get one empty x, so no line bridges them.
+  function align(histories, chartSpec, step) {
     const times = new Set();
     for (const history of histories) for (const point of history.points) times.add(seconds(point.t));
-    const xs = Array.from(times).sort((a, b) => a - b);
+    const sorted = Array.from(times).sort((a, b) => a - b);
+    const xs = [];
+    for (const x of sorted) {
+      const last = xs[xs.length - 1];
+      if (last !== undefined && x - last > 2 * step) xs.push(last + step);
+      xs.push(x);
+    }
     const index = new Map(xs.map((x, i) => [x, i]));
     const series = histories.map((history) => {
       const ys = new Array(xs.length).fill(null);
@@ -330,7 +337,7 @@
     }
     $("history-note").textContent = "";
     const histories = answers.map((answer) => answer.body);
-    for (const spec of CHARTS) draw(spec, names, align(histories, spec));
+    for (const spec of CHARTS) draw(spec, names, align(histories, spec, step));
   }
 
   // ---- audit ------------------------------------------------------------------------
