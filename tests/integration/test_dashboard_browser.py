@@ -11,8 +11,10 @@ Chromium fails instead, since ``.ci/run`` installs it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -157,9 +159,11 @@ def test_the_dashboard_shows_the_fleet_live(page: Page, fleet: ProcessFleet) -> 
 
     # A stopped service turns its card red within a few seconds, with the reason...
     fleet.stop("archive")
+    stopped = time.monotonic()
     try:
         archive = page.locator('.card[data-role="archive"]')
         expect(archive).to_have_attribute("data-status", "unhealthy", timeout=CARD_S * 1000)
+        timings = {"red_after_stop_s": round(time.monotonic() - stopped, 2)}
         expect(archive.locator(".problem")).to_contain_text("unreachable")
         expect(page.locator("#summary")).to_have_text("3 / 4 healthy")
         OUTPUT.mkdir(parents=True, exist_ok=True)
@@ -167,7 +171,11 @@ def test_the_dashboard_shows_the_fleet_live(page: Page, fleet: ProcessFleet) -> 
     finally:
         fleet.start("archive")
     # ... and green again after the restart.
+    restarted = time.monotonic()
     expect(archive).to_have_attribute("data-status", "healthy", timeout=CARD_S * 1000)
+    timings["green_after_restart_s"] = round(time.monotonic() - restarted, 2)
+    # Beside the screenshots, for whoever reads them: how long the cards took to turn.
+    (OUTPUT / "timings.json").write_text(json.dumps(timings) + "\n")
     expect(archive.locator(".problem")).to_have_text("", timeout=CARD_S * 1000)
     expect(healthy).to_have_count(len(BUILTIN_ROLES))
     page.screenshot(path=OUTPUT / "dashboard.png", full_page=True)

@@ -337,6 +337,8 @@
     }
     $("history-note").textContent = "";
     const histories = answers.map((answer) => answer.body);
+    // Every box first, so each chart is sized to its final column, not to an emptier grid.
+    for (const spec of CHARTS) chartBox(spec);
     for (const spec of CHARTS) draw(spec, names, align(histories, spec, step));
   }
 
@@ -347,8 +349,8 @@
     row.dataset.requestId = String(record.request_id || "");
     const when = new Date(record.created_at);
     const cells = [
-      ["", isNaN(when) ? String(record.created_at) : when.toLocaleTimeString()],
-      ["", record.principal ? String(record.principal) : "–"],
+      ["nowrap", isNaN(when) ? String(record.created_at) : when.toLocaleTimeString()],
+      ["nowrap", record.principal ? String(record.principal) : "–"],
       ["", record.target_role ? String(record.target_role) : "–"],
       ["outcome", String(record.outcome)],
       ["num", num(record.status_code)],
