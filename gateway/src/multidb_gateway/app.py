@@ -47,7 +47,9 @@ def create_gateway_app(settings: GatewaySettings | None = None) -> Litestar:
         middleware=[
             metrics.requests.middleware,
             RequestIdMiddleware(),
-            DefineMiddleware(auth.AuthenticationMiddleware, exclude=["^/schema"]),
+            DefineMiddleware(
+                auth.AuthenticationMiddleware, exclude=["^/schema", "^/dashboard(/|$)"]
+            ),
         ],
         plugins=[problem_details_plugin()],
         # Litestar's default config would replace the root handler of multidb.logs.

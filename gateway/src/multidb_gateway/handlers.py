@@ -9,13 +9,14 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
+from litestar.types import ControllerRouterHandler
 
 from multidb import auth
 from multidb.errors import NotFoundError
 from multidb.metrics import metrics_endpoint
 from multidb.openapi import RawExecuteBody, protected
 from multidb.wire import BackupInfo, ExecuteResult, HealthReport, ModelsReport, StatsReport
-from multidb_gateway import history_route
+from multidb_gateway import audit_recent, dashboard, history_route
 from multidb_gateway.execute_proxy import forward_execute
 from multidb_gateway.fleet import RoleAnswer
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
@@ -202,7 +203,7 @@ async def execute(
     return await forward_execute(_runtime(state), name, request)  # type: ignore[return-value]
 
 
-ROUTES = [
+ROUTES: list[ControllerRouterHandler] = [
     livez,
     readyz,
     health_all,
@@ -217,4 +218,6 @@ ROUTES = [
     execute,
     *history_route.ROUTES,
     metrics_endpoint,
+    *audit_recent.ROUTES,
+    *dashboard.ROUTES,
 ]

@@ -53,6 +53,13 @@ class AccessRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     client_ip: str | None
 
 
+class AccessRecords(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The latest access records, newest first: the logging service's ``GET /audit/access``
+    and the gateway's ``GET /database/audit/recent``."""
+
+    records: list[AccessRecord]
+
+
 def _normalise(query: str) -> str:
     return _WHITESPACE.sub(" ", query).strip()
 

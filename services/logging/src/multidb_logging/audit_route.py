@@ -1,4 +1,5 @@
-"""``POST /audit/access``: the gateway's batches of access records, stored at most once each.
+"""``POST /audit/access``: the gateway's batches of access records, stored at most once each;
+``GET /audit/access?limit=``: the latest records, newest first (for the dashboard).
 
 The whole batch goes in with one statement over ``unnest`` of one array per column, and
 ``ON CONFLICT (event_id) DO NOTHING`` makes a batch safe to send again: records already
@@ -14,20 +15,28 @@ from typing import Annotated
 
 import asyncpg
 import msgspec
-from litestar import post
+from litestar import get, post
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, Parameter
 
 from multidb import auth
-from multidb.audit_records import AccessRecord
-from multidb.errors import BadRequestError, DatabaseUnavailableError, describe
+from multidb.audit_records import AccessRecord, AccessRecords
+from multidb.errors import (
+    BadRequestError,
+    DatabaseUnavailableError,
+    TimeoutExceededError,
+    describe,
+)
 from multidb.execute import affected_rows
 from multidb.openapi import protected
 from multidb.service.runtime import UNREACHABLE, RoleRuntime
 
 MAX_BATCH = 1000
 INSERT_TIMEOUT_S = 10.0
+RECENT_DEFAULT = 20
+RECENT_MAX = 200
+RECENT_TIMEOUT_S = 5.0
 
 # One array parameter per column, cast to the column's type; text cut to the column length.
 INSERT_ACCESS_LOGS = """
@@ -53,6 +62,15 @@ ON CONFLICT (event_id) DO NOTHING
 """
 
 COLUMNS = tuple(AccessRecord.__struct_fields__)
+
+# Walks the created_at index backwards and stops at the limit: bounded whatever the table's
+# size. The column names are the struct's own fields, never input.
+SELECT_RECENT = f"""
+SELECT {", ".join(COLUMNS)}
+FROM access_logs
+ORDER BY created_at DESC, id DESC
+LIMIT $1
+"""
 
 
 class AuditReceipt(msgspec.Struct, kw_only=True):
@@ -98,4 +116,25 @@ async def record_access(
     return AuditReceipt(received=len(data), inserted=affected_rows(status))
 
 
-ROUTES = [record_access]
+@get("/audit/access", tags=["audit"], **protected(auth.ADMIN, 400, 503, 504))
+async def recent_access(
+    state: State,
+    limit: Annotated[
+        int, Parameter(ge=1, le=RECENT_MAX, description="how many records, newest first")
+    ] = RECENT_DEFAULT,
+) -> AccessRecords:
+    """The latest ``limit`` access records (at most 200), newest first."""
+    runtime: RoleRuntime = state.runtime
+    try:
+        async with asyncio.timeout(RECENT_TIMEOUT_S), runtime.admin.acquire() as conn:
+            rows = await conn.fetch(SELECT_RECENT, limit)
+    except TimeoutError:
+        msg = f"reading the audit trail took over {RECENT_TIMEOUT_S:g} s"
+        raise TimeoutExceededError(msg) from None
+    except UNREACHABLE as exc:
+        msg = f"database 'logging' is unavailable: {describe(exc, int(RECENT_TIMEOUT_S * 1000))}"
+        raise DatabaseUnavailableError(msg) from None
+    return AccessRecords(records=[AccessRecord(**dict(row)) for row in rows])
+
+
+ROUTES = [record_access, recent_access]
