@@ -232,10 +232,7 @@ def run_stack(folder: Path, say: Callable[[str], None]) -> int:
         for child in children:
             child.wait_ready()
             say(f"  {child.name:<10} {child.url}   (OpenAPI: {child.url}/schema)")
-        say(f"ready. API key: {env['API_KEYS'].split(',')[0]}")
-        say(f"       JWT secret: {env['JWT_SECRET']}")
-        say("       a token: uv run multidb token --scopes db:read,db:execute")
-        say("Ctrl-C stops everything.")
+        _say_ready(say, env, children)
         while True:
             for child in children:
                 child.watch()
@@ -255,6 +252,19 @@ def run_stack(folder: Path, say: Callable[[str], None]) -> int:
         lock.release()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _say_ready(
+    say: Callable[[str], None], env: Mapping[str, str], children: list[Supervised]
+) -> None:
+    say(f"ready. API key: {env['API_KEYS'].split(',')[0]}")
+    say(f"       JWT secret: {env['JWT_SECRET']}")
+    say("       a token: uv run multidb token --scopes db:read,db:execute")
+    for child in children:
+        if child.name == GATEWAY:
+            say(f"       dashboard: {child.url}/dashboard (paste the API key)")
+    say("       metrics: /metrics on every process above (open to this machine)")
+    say("Ctrl-C stops everything.")
 
 
 def _children(
