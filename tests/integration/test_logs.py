@@ -325,12 +325,15 @@ def _drive_everything(call: Recorder, fleet: ProcessFleet) -> None:
 
 
 def wait_health(call: Recorder, fleet: ProcessFleet, role: str, status: str) -> None:
-    """Until the live health of ``role`` says ``status`` (the cached one may still show the
-    process that was there before)."""
+    """Until both the live and the cached health of ``role`` say ``status``: the cached one
+    alone may still show the process that was there before, and the gateway logs a change
+    only once its background check has seen it."""
+    headers = _credentials()[0]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        live = call("GET", f"{fleet.gateway}/database/{role}/health", headers=_credentials()[0])
-        if live.json()["status"] == status:
+        live = call("GET", f"{fleet.gateway}/database/{role}/health", headers=headers)
+        cached = call("GET", f"{fleet.gateway}/database/health/cached", headers=headers)
+        if live.json()["status"] == status == cached.json()[role]["status"]:
             return
     pytest.fail(f"{role} never turned {status}")
 
