@@ -24,57 +24,23 @@ from multidb import auth
 from multidb.errors import (
     BadGatewayError,
     BadRequestError,
-    DatabaseUnavailableError,
-    MultiDBError,
     NotFoundError,
-    TimeoutExceededError,
 )
 from multidb.openapi import protected
 from multidb.wire import StatsHistory
+from multidb_gateway import forwarding
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
-from multidb_gateway.services import ServiceUnreachableError
 
 ANALYTICS = "analytics"
 HISTORY_PATH = "/stats/history"
 MAX_HISTORY_BYTES = 4 * 1024 * 1024
-DETAIL_LIMIT = 300
 JSON = "application/json"
 # Documented formats; the parsing (with messages a person reads) is ours and analytics'.
 DATE_TIME = {"format": "date-time"}
 WHOLE_SECONDS = {"pattern": "^[0-9]+$"}
 
 
-class _Problem(msgspec.Struct):
-    detail: str = ""
-
-
 _decode_history = msgspec.json.Decoder(StatsHistory).decode
-_decode_problem = msgspec.json.Decoder(_Problem).decode
-
-
-def _detail(body: bytes) -> str:
-    try:
-        return _decode_problem(body).detail[:DETAIL_LIMIT]
-    except msgspec.DecodeError:
-        return ""
-
-
-def _failure(status: int, body: bytes) -> MultiDBError:
-    """The analytics service's refusal or failure as the gateway's own problem."""
-    said = _detail(body)
-    if status == 400:
-        return BadRequestError(said or "the analytics service refused the parameters")
-    if status in {401, 403}:
-        msg = (
-            f"the analytics service refused the credentials ({status}); "
-            "check JWT_SECRET/API_KEYS/MULTI_DB_SERVICE_SECRET"
-        )
-        return BadGatewayError(msg)
-    if status == 503:
-        return DatabaseUnavailableError(f"stats history is unavailable: {said or status}")
-    if status == 504:
-        return TimeoutExceededError(f"stats history timed out: {said or status}")
-    return BadGatewayError(f"the analytics service answered {status}")
 
 
 def _timestamp(name: str, text: str) -> datetime:
@@ -117,39 +83,30 @@ async def stats_history(
     runtime: GatewayRuntime = state.gateway
     if name not in runtime.roles:
         raise NotFoundError(runtime.unknown(name))
-    if ANALYTICS not in runtime.settings.services:
-        msg = "stats history needs the analytics role: no analytics service is configured"
-        raise DatabaseUnavailableError(msg)
     params = {"database": name}
     for key, text in (("since", since), ("until", until)):
         if text is not None:
             params[key] = _timestamp(key, text).isoformat()
     if step is not None:
         params["step"] = step
+    body = await forwarding.fetch(
+        runtime,
+        ANALYTICS,
+        HISTORY_PATH,
+        forward_headers(request),
+        what="stats history",
+        params=params,
+        max_bytes=MAX_HISTORY_BYTES,
+    )
     try:
-        answer = await runtime.client.call(
-            ANALYTICS,
-            "GET",
-            HISTORY_PATH,
-            forward_headers(request),
-            runtime.settings.service_timeout_ms,
-            max_bytes=MAX_HISTORY_BYTES,
-            params=params,
-        )
-    except ServiceUnreachableError as exc:
-        msg = f"stats history is unavailable: the analytics service {exc.reason}"
-        raise (TimeoutExceededError if exc.timed_out else DatabaseUnavailableError)(msg) from None
-    if answer.status != 200:
-        raise _failure(answer.status, answer.body)
-    try:
-        history = _decode_history(answer.body)
+        history = _decode_history(body)
     except msgspec.DecodeError as exc:
         msg = f"the analytics service answered an unreadable history ({exc})"
         raise BadGatewayError(msg) from None
     if history.database != name:
         msg = f"the analytics service answered the history of {history.database!r}"
         raise BadGatewayError(msg)
-    return Response(answer.body, media_type=JSON)  # type: ignore[arg-type]
+    return Response(body, media_type=JSON)  # type: ignore[arg-type]
 
 
 ROUTES = [stats_history]

@@ -1,0 +1,86 @@
+"""One GET to the service that owns some data, answered as the gateway's own problem.
+
+The stats history (analytics) and the recent audit records (logging) are read the same
+way: the owning service must be configured, must answer within the gateway's deadline,
+and must answer 200; anything else becomes a problem that says which service and what
+happened. A 400 is the caller's mistake and is passed on with the service's message; a
+refused credential is a misconfiguration of the shared secrets (502); the service's own
+503/504 keep their meaning. The caller decodes the returned body into its wire type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from multidb.errors import (
+    BadGatewayError,
+    BadRequestError,
+    DatabaseUnavailableError,
+    MultiDBError,
+    TimeoutExceededError,
+)
+from multidb_gateway.runtime import GatewayRuntime, Problem
+from multidb_gateway.services import ServiceUnreachableError
+
+DETAIL_LIMIT = 300
+
+_decode_problem = msgspec.json.Decoder(Problem).decode
+
+
+def _detail(body: bytes) -> str:
+    try:
+        return _decode_problem(body).detail[:DETAIL_LIMIT]
+    except msgspec.DecodeError:
+        return ""
+
+
+def _failure(role: str, what: str, status: int, body: bytes) -> MultiDBError:
+    said = _detail(body)
+    if status == 400:
+        return BadRequestError(said or f"the {role} service refused the parameters")
+    if status in {401, 403}:
+        msg = (
+            f"the {role} service refused the credentials ({status}); "
+            "check JWT_SECRET/API_KEYS/MULTI_DB_SERVICE_SECRET"
+        )
+        return BadGatewayError(msg)
+    if status == 503:
+        return DatabaseUnavailableError(f"{what} is unavailable: {said or status}")
+    if status == 504:
+        return TimeoutExceededError(f"{what} timed out: {said or status}")
+    return BadGatewayError(f"the {role} service answered {status}")
+
+
+async def fetch(
+    runtime: GatewayRuntime,
+    role: str,
+    path: str,
+    headers: Mapping[str, str],
+    *,
+    what: str,
+    params: Mapping[str, str],
+    max_bytes: int,
+) -> bytes:
+    """The body of ``role``'s 200 answer to ``GET path``; raise the gateway's problem
+    otherwise. ``what`` names the data in messages ("stats history")."""
+    if role not in runtime.settings.services:
+        msg = f"{what} needs the {role} role: no {role} service is configured"
+        raise DatabaseUnavailableError(msg)
+    try:
+        answer = await runtime.client.call(
+            role,
+            "GET",
+            path,
+            headers,
+            runtime.settings.service_timeout_ms,
+            max_bytes=max_bytes,
+            params=params,
+        )
+    except ServiceUnreachableError as exc:
+        msg = f"{what} is unavailable: the {role} service {exc.reason}"
+        raise (TimeoutExceededError if exc.timed_out else DatabaseUnavailableError)(msg) from None
+    if answer.status != 200:
+        raise _failure(role, what, answer.status, answer.body)
+    return answer.body
