@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from litestar import Response, get
+from litestar import MediaType, Response, get
 from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
@@ -63,7 +63,7 @@ async def _secure(response: Response[object]) -> Response[object]:
 )
 async def dashboard() -> Response[bytes]:
     """The page (no data in it: it fetches everything with the operator's credential)."""
-    return Response(_page(), media_type="text/html; charset=utf-8")
+    return Response(_page(), media_type=MediaType.HTML)
 
 
 assets = create_static_files_router(
