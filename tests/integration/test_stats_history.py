@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from multidb.embedded import free_port
 from multidb.jobs import LOCK_SPACE, BackgroundJob, JobRunner, lock_key
@@ -381,3 +382,33 @@ async def test_a_failing_job_is_counted_rolled_back_and_runs_again(
     assert status.last_error is not None
     assert status.last_error.startswith("22012"), status.last_error  # division_by_zero
     assert await _present(analytics_db, [kept]) == set()  # the second run went through
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """Every sample of a ``/metrics`` answer, by name and labels (a loopback scrape)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        f"{sample.name}{sorted(sample.labels.items())}": sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_the_sampler_and_the_retention_job_show_in_the_metrics(fleet: ProcessFleet) -> None:
+    sent = poll(
+        lambda: _scrape(fleet.gateway).get("multidb_gateway_stats_history_sent_total[]", 0) > 0,
+        "samples counted as sent in the gateway's metrics",
+    )
+    assert sent
+    gateway = _scrape(fleet.gateway)
+    assert gateway["multidb_gateway_stats_history_dropped_total[]"] == 0
+    assert "multidb_gateway_stats_history_pending[]" in gateway
+    # The analytics service's retention job: its first run comes a few seconds after start.
+    job = "[('job', 'stats-retention'), ('role', 'analytics')]"
+    poll(
+        lambda: _scrape(fleet.url("analytics")).get(f"multidb_job_runs_total{job}", 0) >= 1,
+        "a run of the retention job in the analytics service's metrics",
+    )
+    analytics = _scrape(fleet.url("analytics"))
+    assert analytics[f"multidb_job_failures_total{job}"] == 0
+    assert analytics[f"multidb_job_last_success_timestamp_seconds{job}"] > 0

@@ -21,6 +21,7 @@ from multidb import metrics
 if TYPE_CHECKING:
     from multidb_gateway.audit import AuditTrail
     from multidb_gateway.fleet import HealthMonitor
+    from multidb_gateway.stats_sampler import StatsSampler
 
 # Why a call to a service gave nothing usable.
 TIMEOUT = "timeout"  # no answer within the deadline
@@ -80,14 +81,15 @@ class GatewayMetrics:
         self.requests = metrics.RequestMetrics(self.registry, "gateway")
         self.calls = CallMetrics(self.registry)
 
-    def watch(self, audit: AuditTrail, monitor: HealthMonitor) -> None:
-        self.registry.register(_GatewayCollector(audit, monitor))
+    def watch(self, audit: AuditTrail, monitor: HealthMonitor, sampler: StatsSampler) -> None:
+        self.registry.register(_GatewayCollector(audit, monitor, sampler))
 
 
 class _GatewayCollector:
-    def __init__(self, audit: AuditTrail, monitor: HealthMonitor) -> None:
+    def __init__(self, audit: AuditTrail, monitor: HealthMonitor, sampler: StatsSampler) -> None:
         self.audit = audit
         self.monitor = monitor
+        self.sampler = sampler
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -115,6 +117,22 @@ class _GatewayCollector:
             "1 while the logging service refuses audit delivery (a misconfiguration)",
             value=1.0 if status.refusing else 0.0,
         )
+        history = self.sampler.status()
+        yield GaugeMetricFamily(
+            "multidb_gateway_stats_history_pending",
+            "Stats samples held, not yet delivered to the analytics service",
+            value=history.pending,
+        )
+        for name, doc, value in (
+            ("sent", "Stats samples the analytics service took", history.sent),
+            (
+                "dropped",
+                "Stats samples lost (buffer full, refused, unsent at stop)",
+                history.dropped,
+            ),
+            ("failures", "Failed stats sample delivery attempts", history.failures),
+        ):
+            yield CounterMetricFamily(f"multidb_gateway_stats_history_{name}", doc, value=value)
         _, roles = self.monitor.snapshot()
         healthy = GaugeMetricFamily(
             "multidb_gateway_role_healthy",

@@ -103,7 +103,7 @@ class GatewayRuntime:
             if "analytics" in settings.services
             else None,
         )
-        self.metrics.watch(self.audit, self.monitor)
+        self.metrics.watch(self.audit, self.monitor, self.sampler)
 
     def unknown(self, name: str) -> str:
         return f"unknown database {name!r}; configured: {', '.join(self.roles) or 'none'}"

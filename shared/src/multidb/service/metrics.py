@@ -9,6 +9,7 @@ lists each metric beside postgres_exporter's equivalent.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -25,6 +26,9 @@ from multidb.errors import (
     TooManyRequestsError,
 )
 from multidb.service.sampler import CatalogSampler
+
+if TYPE_CHECKING:
+    from multidb.jobs import JobStatus
 
 # Execute outcomes, the label values of multidb_execute_requests_total (a closed set).
 OK = "ok"
@@ -105,6 +109,44 @@ class RoleMetrics:
     ) -> None:
         """Expose ``sampler``'s snapshot and ``pools`` (read at each scrape)."""
         self.registry.register(_SnapshotCollector(self.role, sampler, pools, head))
+
+    def watch_jobs(self, statuses: Callable[[], Iterable[JobStatus]]) -> None:
+        """Expose the role's background jobs (read at each scrape)."""
+        self.registry.register(_JobsCollector(self.role, statuses))
+
+
+class _JobsCollector:
+    """Each background job's runs, failures and last success, as ``/readyz`` shows them."""
+
+    def __init__(self, role: str, statuses: Callable[[], Iterable[JobStatus]]) -> None:
+        self.role = role
+        self.statuses = statuses
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["role", "job"]
+        runs = CounterMetricFamily(
+            "multidb_job_runs", "Runs of a background job as the role's leader", labels=labels
+        )
+        failures = CounterMetricFamily(
+            "multidb_job_failures", "Runs of a background job that failed", labels=labels
+        )
+        last_ok = GaugeMetricFamily(
+            "multidb_job_last_success_timestamp_seconds",
+            "When a background job last succeeded (Unix time)",
+            labels=labels,
+        )
+        for status in self.statuses():
+            key = [self.role, status.name]
+            runs.add_metric(key, status.runs)
+            failures.add_metric(key, status.failures)
+            if status.last_ok_at is not None:
+                last_ok.add_metric(key, status.last_ok_at.timestamp())
+        yield runs
+        yield failures
+        yield last_ok
 
 
 class _SnapshotCollector:

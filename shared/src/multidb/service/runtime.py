@@ -101,6 +101,7 @@ class RoleRuntime:
         self.metrics.watch(self.sampler, lambda: self.pool_watches, head)
         declared = plugins.hook.multidb_background_jobs(role=spec.name)
         self.jobs = JobRunner(self, [job for found in declared for job in found or ()])
+        self.metrics.watch_jobs(self.jobs.status)
 
     async def start(self) -> None:
         await self.admin
