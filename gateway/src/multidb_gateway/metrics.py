@@ -21,6 +21,7 @@ from multidb import metrics
 if TYPE_CHECKING:
     from multidb_gateway.audit import AuditTrail
     from multidb_gateway.fleet import HealthMonitor
+    from multidb_gateway.outbox import OutboxStatus
     from multidb_gateway.stats_sampler import StatsSampler
 
 # Why a call to a service gave nothing usable.
@@ -85,6 +86,32 @@ class GatewayMetrics:
         self.registry.register(_GatewayCollector(audit, monitor, sampler))
 
 
+def _outbox(name: str, items: str, receiver: str, status: OutboxStatus) -> Iterable[Metric]:
+    """One outbox's delivery figures, as ``/readyz`` shows them under ``name``."""
+    prefix = f"multidb_gateway_{name}"
+    yield GaugeMetricFamily(
+        f"{prefix}_pending",
+        f"{items} held, not yet delivered to the {receiver} service",
+        value=status.pending,
+    )
+    for counted, doc, value in (
+        ("sent", f"{items} the {receiver} service took", status.sent),
+        (
+            "dropped",
+            f"{items} lost (buffer full, refused as malformed, unsent at stop)",
+            status.dropped,
+        ),
+        ("failures", "Failed delivery attempts, refusals included", status.failures),
+        ("rejected", f"Delivery attempts the {receiver} service refused", status.rejected),
+    ):
+        yield CounterMetricFamily(f"{prefix}_{counted}", doc, value=value)
+    yield GaugeMetricFamily(
+        f"{prefix}_refusing",
+        f"1 while the {receiver} service refuses delivery (a misconfiguration)",
+        value=1.0 if status.refusing else 0.0,
+    )
+
+
 class _GatewayCollector:
     def __init__(self, audit: AuditTrail, monitor: HealthMonitor, sampler: StatsSampler) -> None:
         self.audit = audit
@@ -95,44 +122,8 @@ class _GatewayCollector:
         return []
 
     def collect(self) -> Iterable[Metric]:
-        status = self.audit.status()
-        yield GaugeMetricFamily(
-            "multidb_gateway_audit_pending",
-            "Audit records held, not yet delivered to the logging service",
-            value=status.pending,
-        )
-        for name, doc, value in (
-            ("sent", "Audit records the logging service took", status.sent),
-            (
-                "dropped",
-                "Audit records lost (buffer full, malformed, unsent at stop)",
-                status.dropped,
-            ),
-            ("failures", "Failed audit delivery attempts, refusals included", status.failures),
-            ("rejected", "Audit delivery attempts the logging service refused", status.rejected),
-        ):
-            yield CounterMetricFamily(f"multidb_gateway_audit_{name}", doc, value=value)
-        yield GaugeMetricFamily(
-            "multidb_gateway_audit_refusing",
-            "1 while the logging service refuses audit delivery (a misconfiguration)",
-            value=1.0 if status.refusing else 0.0,
-        )
-        history = self.sampler.status()
-        yield GaugeMetricFamily(
-            "multidb_gateway_stats_history_pending",
-            "Stats samples held, not yet delivered to the analytics service",
-            value=history.pending,
-        )
-        for name, doc, value in (
-            ("sent", "Stats samples the analytics service took", history.sent),
-            (
-                "dropped",
-                "Stats samples lost (buffer full, refused, unsent at stop)",
-                history.dropped,
-            ),
-            ("failures", "Failed stats sample delivery attempts", history.failures),
-        ):
-            yield CounterMetricFamily(f"multidb_gateway_stats_history_{name}", doc, value=value)
+        yield from _outbox("audit", "Audit records", "logging", self.audit.status())
+        yield from _outbox("stats_history", "Stats samples", "analytics", self.sampler.status())
         _, roles = self.monitor.snapshot()
         healthy = GaugeMetricFamily(
             "multidb_gateway_role_healthy",
