@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -23,3 +25,15 @@ def wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: float = 30
             pass
         time.sleep(0.05)
     pytest.fail(f"{url} never became ready")
+
+
+def poll(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened within {timeout_s} s: {what}")
+        time.sleep(0.05)

@@ -14,7 +14,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -34,7 +33,7 @@ from multidb.settings import DatabaseSettings, Settings
 from multidb_gateway.audit import AuditTrail, DeliveryRefusedError
 from tests.conftest import API_KEY, JWT_SECRET, bearer
 from tests.fleet import ProcessFleet
-from tests.processes import wait_ready
+from tests.processes import poll, wait_ready
 
 ADMIN_HEADERS = {"X-API-Key": API_KEY}
 DEADLINE_S = 20.0
@@ -339,18 +338,6 @@ HASHED_ONLY = {
 }
 
 
-def _poll(check: Callable[[], object], what: str, timeout_s: float = DEADLINE_S) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened within {timeout_s} s: {what}")
-        time.sleep(0.05)
-
-
 def _rows_of(database: DatabaseSettings, request_id: str) -> list[asyncpg.Record]:
     async def fetch() -> list[asyncpg.Record]:
         conn = await _connect(database)
@@ -396,7 +383,7 @@ def test_hashed_keys_only_audit_is_delivered_and_a_refusing_logging_service_show
         body: dict[str, Any] = client.get("/readyz").json()
         return body if body["audit"]["rejected"] >= 2 else None
 
-    ready = _poll(refused_twice, "two refused deliveries shown by /readyz")
+    ready = poll(refused_twice, "two refused deliveries shown by /readyz")
     assert ready["status"] == "degraded"
     audit = ready["audit"]
     assert (audit["sent"], audit["pending"], audit["refusing"]) == (0, 1, True)
@@ -410,16 +397,16 @@ def test_hashed_keys_only_audit_is_delivered_and_a_refusing_logging_service_show
     # The same logging service with the shared secret: the kept record goes through.
     fleet.stop("logging")
     fleet.start("logging")
-    rows = _poll(lambda: _rows_of(logging_database, request_id), "the record in access_logs")
+    rows = poll(lambda: _rows_of(logging_database, request_id), "the record in access_logs")
     assert [(row["outcome"], row["target_role"]) for row in rows] == [("allowed", "default")]
-    ready = _poll(
+    ready = poll(
         lambda: (body := client.get("/readyz").json())["audit"]["sent"] == 1 and body,
         "the record counted as sent",
     )
     assert ready["status"] == "ready"
     assert (ready["audit"]["refusing"], ready["audit"]["pending"]) == (False, 0)
     # The health monitor authenticates with the same internal token.
-    cached = _poll(
+    cached = poll(
         lambda: (
             (body := client.get("/database/health/cached", headers=ADMIN_HEADERS).json())[
                 "default"

@@ -7,9 +7,8 @@ polls a condition with a deadline.
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,20 +16,9 @@ import pytest
 
 from tests.conftest import ADMIN, bearer
 from tests.fleet import ProcessFleet
+from tests.processes import poll
 
-DEADLINE_S = 20.0
 READ_ONLY = bearer("db:read")
-
-
-def poll(check: Callable[[], Any], what: str, timeout_s: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened within {timeout_s} s: {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,21 +26,9 @@ from multidb.service.runtime import RoleRuntime
 from multidb.settings import DatabaseSettings, Settings
 from tests.conftest import ADMIN, BUILTIN_ROLES, bearer
 from tests.fleet import ProcessFleet
-from tests.processes import wait_ready
+from tests.processes import poll, wait_ready
 
 DEADLINE_S = 30.0
-
-
-def poll(check: Callable[[], Any], what: str, timeout_s: float = DEADLINE_S) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened within {timeout_s} s: {what}")
-        time.sleep(0.1)
 
 
 def query(database: DatabaseSettings, sql: str, *args: object) -> list[asyncpg.Record]:

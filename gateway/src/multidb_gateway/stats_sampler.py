@@ -26,7 +26,7 @@ import msgspec
 
 from multidb.errors import trace
 from multidb.stats_samples import StatsSampleRecord, bucket_start, sample_id
-from multidb.wire import AVAILABLE, UNAVAILABLE
+from multidb.wire import AVAILABLE, UNAVAILABLE, StatsReport
 from multidb_gateway.fleet import Fleet, RoleAnswer
 from multidb_gateway.outbox import Outbox, OutboxStatus, Send
 
@@ -34,22 +34,8 @@ log = logging.getLogger("multidb.gateway.stats_history")
 CAPACITY = 10_000  # four roles every 60 s: 41 hours of an analytics outage
 
 
-class _Figures(msgspec.Struct, kw_only=True):
-    """What a sample keeps of a role's stats answer (validated by the fleet already)."""
-
-    status: str
-    error: str | None = None
-    table_count: int | None = None
-    database_size_bytes: int | None = None
-    connections: int | None = None
-    commits: int | None = None
-    rollbacks: int | None = None
-    cache_hit_ratio: float | None = None
-    deadlocks: int | None = None
-    temp_bytes: int | None = None
-
-
-_decode_figures = msgspec.json.Decoder(_Figures).decode
+# The fleet has already validated the body as a StatsReport (or built a failure report).
+_decode_report = msgspec.json.Decoder(StatsReport).decode
 
 
 class SamplerStatus(OutboxStatus, kw_only=True):
@@ -66,7 +52,7 @@ class SamplerStatus(OutboxStatus, kw_only=True):
 
 def to_sample(role: str, bucket: int, at: datetime, answer: RoleAnswer) -> StatsSampleRecord:
     """One role's sample from its answer in a stats fan-out; a failure keeps its reason."""
-    figures = _decode_figures(answer.body)
+    figures = _decode_report(answer.body)
     key = sample_id(role, bucket)
     if not answer.ok or figures.status != AVAILABLE:
         error = figures.error or f"service answered {answer.status}"
