@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -320,8 +321,14 @@ async def _burst(base: str, count: int) -> list[int]:
         return list(await asyncio.gather(*(one(index) for index in range(count))))
 
 
-def test_four_hundred_concurrent_requests_are_all_answered(fleet: ProcessFleet) -> None:
-    statuses = asyncio.run(_burst(fleet.gateway, 400))
+def test_four_hundred_concurrent_requests_are_all_answered(
+    database_env: dict[str, str], tmp_path: Path
+) -> None:
+    # 1,200 service calls at once on two cores: under the module fleet's 1 s deadline (set
+    # short for the timeout tests) the slowest health checks came close to it and one was
+    # once reported unhealthy; this burst runs under the default 2 s deadline.
+    with ProcessFleet(database_env, tmp_path, MULTI_DB_SERVICE_TIMEOUT_MS="2000").running() as own:
+        statuses = asyncio.run(_burst(own.gateway, 400))
     health = [status for index, status in enumerate(statuses) if index % 4]
     executes = [status for index, status in enumerate(statuses) if index % 4 == 0]
     assert health == [200] * 300
