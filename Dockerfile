@@ -34,6 +34,7 @@ COPY services/default/pyproject.toml services/default/
 COPY services/analytics/pyproject.toml services/analytics/
 COPY services/logging/pyproject.toml services/logging/
 COPY services/archive/pyproject.toml services/archive/
+COPY devstack/pyproject.toml devstack/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-install-workspace
 
@@ -44,6 +45,7 @@ COPY services/default/src services/default/src
 COPY services/analytics/src services/analytics/src
 COPY services/logging/src services/logging/src
 COPY services/archive/src services/archive/src
+COPY devstack/src devstack/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev \
  && python -m compileall -q shared/src gateway/src services
@@ -63,6 +65,7 @@ COPY --from=builder /app/.venv /app/.venv
 COPY --from=builder /app/shared /app/shared
 COPY --from=builder /app/gateway /app/gateway
 COPY --from=builder /app/services /app/services
+COPY --from=builder /app/devstack /app/devstack
 
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

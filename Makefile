@@ -46,7 +46,7 @@ bench: sync ## Gateway vs direct service figures, make run's time to ready, metr
 lint: sync ## ruff (lint + format check) and mypy
 	@$(UV) run --locked ruff check .
 	@$(UV) run --locked ruff format --check .
-	@$(UV) run --locked mypy shared/src services/*/src gateway/src tests bench
+	@$(UV) run --locked mypy shared/src services/*/src gateway/src devstack/src tests bench
 
 .PHONY: fmt
 fmt: sync ## Format and autofix

@@ -29,9 +29,9 @@ import uvloop
 from choices import measure_choices
 
 from multidb import migrations
-from multidb.embedded import EmbeddedPostgres, free_port
 from multidb.plugins import get_roles
 from multidb.settings import load_settings
+from multidb_devstack.embedded import EmbeddedPostgres, free_port
 from multidb_gateway.fleet import Fleet
 from multidb_gateway.services import ServiceClient
 

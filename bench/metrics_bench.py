@@ -29,9 +29,9 @@ import aiohttp
 from fleet_bench import line, wait_ready
 
 from multidb import migrations
-from multidb.embedded import EmbeddedPostgres, free_port
 from multidb.plugins import get_roles
 from multidb.settings import DatabaseSettings, load_settings
+from multidb_devstack.embedded import EmbeddedPostgres, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = int(os.environ.get("BENCH_METRICS_SAMPLES", "300"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from multidb.embedded import free_port
+from multidb_devstack.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("default", "analytics", "logging", "archive")

@@ -12,11 +12,11 @@ from litestar.testing import AsyncTestClient
 
 from multidb import migrations
 from multidb.auth import mint_token
-from multidb.embedded import EmbeddedPostgres
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
 from multidb.service import create_role_app
 from multidb.settings import Settings, load_settings, read_environment
+from multidb_devstack.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "test-api-key-0123456789"

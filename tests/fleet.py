@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from multidb.embedded import free_port
+from multidb_devstack.embedded import free_port
 from tests.conftest import API_KEY, BUILTIN_ROLES, JWT_SECRET
 from tests.processes import wait_ready
 

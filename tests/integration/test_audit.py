@@ -28,8 +28,8 @@ import msgspec
 import pytest
 
 from multidb.audit_records import AccessRecord, fingerprint, preview
-from multidb.embedded import free_port
 from multidb.settings import DatabaseSettings, Settings
+from multidb_devstack.embedded import free_port
 from multidb_gateway.audit import AuditTrail, DeliveryRefusedError
 from tests.conftest import API_KEY, JWT_SECRET, bearer
 from tests.fleet import ProcessFleet

@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from multidb import migrations, plugins
-from multidb.embedded import EmbeddedPostgres, free_port
 from multidb.router import DatabaseRouter
 from multidb.settings import load_settings
+from multidb_devstack.embedded import EmbeddedPostgres, free_port
 from tests.conftest import API_KEY, ROOT
 from tests.processes import wait_ready
 

@@ -16,10 +16,10 @@ import asyncpg
 import httpx
 import pytest
 
-from multidb.embedded import EmbeddedPostgres
 from multidb.migrations import head_revision
 from multidb.plugins import get_roles
 from multidb.settings import Settings
+from multidb_devstack.embedded import EmbeddedPostgres
 from tests.conftest import ADMIN, API_KEY, BUILTIN_ROLES, SPEC_MODELS, bearer, token
 from tests.fleet import ProcessFleet
 from tests.processes import wait_ready

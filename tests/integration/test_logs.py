@@ -25,10 +25,10 @@ import httpx
 import pytest
 
 from multidb import migrations
-from multidb.embedded import EmbeddedPostgres
 from multidb.execute_logins import derive_logins
 from multidb.plugins import get_roles
 from multidb.settings import load_settings
+from multidb_devstack.embedded import EmbeddedPostgres
 from tests.conftest import API_KEY, BUILTIN_ROLES, JWT_SECRET, bearer, token
 from tests.fleet import GATEWAY, ProcessFleet
 

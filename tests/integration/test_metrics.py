@@ -17,9 +17,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from multidb.embedded import free_port
 from multidb.metrics import PoolWatch
 from multidb.settings import Settings
+from multidb_devstack.embedded import free_port
 from tests.conftest import ADMIN, BUILTIN_ROLES, bearer
 from tests.fleet import GATEWAY, ProcessFleet
 

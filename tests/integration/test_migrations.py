@@ -8,9 +8,9 @@ import pytest
 from alembic import command
 
 from multidb import migrations
-from multidb.embedded import EmbeddedPostgres
 from multidb.roles import RoleSpec
 from multidb.settings import DatabaseSettings
+from multidb_devstack.embedded import EmbeddedPostgres
 from tests.conftest import BUILTIN_ROLES
 
 

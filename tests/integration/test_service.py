@@ -9,9 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from multidb.embedded import EmbeddedPostgres
 from multidb.plugins import get_roles
 from multidb.settings import DatabaseSettings, Settings
+from multidb_devstack.embedded import EmbeddedPostgres
 from tests.conftest import ADMIN, BUILTIN_ROLES, JWT_SECRET, SPEC_MODELS, bearer, token
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from multidb.embedded import free_port
+from multidb_devstack.embedded import free_port
 from tests.conftest import API_KEY, BUILTIN_ROLES
 from tests.processes import wait_ready
 

@@ -18,12 +18,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from multidb.embedded import free_port
 from multidb.jobs import LOCK_SPACE, BackgroundJob, JobRunner, lock_key
 from multidb.plugins import get_plugin_manager
 from multidb.roles import RoleSpec
 from multidb.service.runtime import RoleRuntime
 from multidb.settings import DatabaseSettings, Settings
+from multidb_devstack.embedded import free_port
 from tests.conftest import ADMIN, BUILTIN_ROLES, bearer
 from tests.fleet import ProcessFleet
 from tests.processes import poll, wait_ready

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from multidb.embedded import free_port
+from multidb_devstack.embedded import free_port
 from tests.conftest import ADMIN
 from tests.fleet import ProcessFleet
 from tests.processes import wait_ready

@@ -32,12 +32,12 @@ from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
 from multidb.settings import (
     DB_FIELDS,
+    GATEWAY_PORT,
     GLOBAL_VARIABLES,
     SettingsError,
     load_settings,
     variable_name,
 )
-from multidb.stack import GATEWAY_PORT
 from multidb_gateway import settings as gateway_settings
 from multidb_gateway.settings import load_gateway_settings, service_url_variable
 

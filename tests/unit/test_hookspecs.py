@@ -18,6 +18,8 @@ HOOKS = [
 def test_there_are_the_hooks_the_design_asks_for() -> None:
     assert sorted(HOOKS) == [
         "multidb_background_jobs",
+        "multidb_cli_commands",
+        "multidb_cli_environment",
         "multidb_execute_vote",
         "multidb_health_detail",
         "multidb_role_spec",

@@ -25,7 +25,7 @@ from multidb.logs import (
 )
 from multidb.plugins import get_roles
 from multidb.settings import SettingsError
-from multidb.stack import _children
+from multidb_devstack.stack import _children
 
 EXAMPLE_ENV = Path(__file__).resolve().parents[2] / "config.multi_db.example.env"
 

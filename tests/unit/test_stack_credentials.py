@@ -8,7 +8,7 @@ from pathlib import Path
 
 from multidb.plugins import get_roles
 from multidb.settings import load_settings
-from multidb.stack import load_credentials
+from multidb_devstack.stack import load_credentials
 
 
 def test_credentials_are_made_once_with_a_usable_service_secret(tmp_path: Path) -> None:

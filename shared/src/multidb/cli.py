@@ -1,11 +1,11 @@
 """``multidb``: the everyday commands (``make`` calls these).
 
-    multidb up                      the local stack (what ``make run`` does)
     multidb migrate [ROLE ...]      upgrade to head (or --revision REV, --downgrade REV, --status)
     multidb roles                   discovered roles: port, database, models, configured
     multidb health                  the fleet's health through the gateway, as a table
     multidb token --scopes S,...    mint a JWT signed with JWT_SECRET
 
+Plugins add commands: the development stack adds ``multidb up`` (what ``make run`` does).
 Output is aligned for a terminal and plain (no colour) when piped.
 """
 
@@ -13,33 +13,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from pathlib import Path
 
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from multidb import migrations
 from multidb.auth import ALL_SCOPES, API_KEY_HEADER, mint_token
-from multidb.embedded import EmbeddedPostgres
 from multidb.logs import configure_logging
-from multidb.plugins import get_roles
+from multidb.plugins import get_plugin_manager, get_roles
 from multidb.roles import RoleSpec
 from multidb.settings import (
+    GATEWAY_PORT,
     DatabaseSettings,
     Settings,
     SettingsError,
     get_settings,
     load_settings,
     read_environment,
+    variable_name,
 )
-from multidb.stack import GATEWAY_PORT, load_credentials, run_stack
-
-DATA = Path(".data")
 
 
 def _colour(text: str, code: str) -> str:
@@ -55,41 +53,24 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def cmd_up(_: argparse.Namespace) -> int:
-    def say(message: str) -> None:
-        print(
-            _colour("==> ", "1;34") + message if not message.startswith(" ") else message,
-            flush=True,
-        )
-
-    try:
-        return run_stack(DATA, say)
-    except RuntimeError as exc:  # AlreadyRunningError included
-        # Everything started was stopped already; one line says why.
-        print(f"multidb up: {exc}", file=sys.stderr)
-        return 1
-
-
-def _settings_or_embedded() -> tuple[Settings, EmbeddedPostgres | None]:
-    """The configured settings; without any, the embedded cluster of ``make run`` (started)."""
-    settings = get_settings()
-    embedded = EmbeddedPostgres(DATA / "pg")
-    if settings.databases or not embedded.state_file.exists():
-        return settings, None
-    was_running = embedded.is_running()
-    embedded.start()
-    env = {**read_environment(), **embedded.environment(get_roles())}
-    return load_settings(env, get_roles()), None if was_running else embedded
+def _environment(
+    resources: contextlib.ExitStack, *, start_database: bool = False
+) -> dict[str, str]:
+    """The environment, over what a plugin (the development stack) offers when it is silent."""
+    env = read_environment()
+    if any(env.get(variable_name(spec, "host")) for spec in get_roles().values()):
+        return env
+    offered = get_plugin_manager().hook.multidb_cli_environment(
+        resources=resources, start_database=start_database
+    )
+    return {**(offered or {}), **env}
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     roles = get_roles()
-    settings, started = _settings_or_embedded()
-    try:
+    with contextlib.ExitStack() as resources:
+        settings = load_settings(_environment(resources, start_database=True), roles)
         return _migrate(args, roles, settings)
-    finally:
-        if started is not None:
-            started.stop()
 
 
 def _migrate(args: argparse.Namespace, roles: dict[str, RoleSpec], settings: Settings) -> int:
@@ -134,11 +115,18 @@ def cmd_roles(_: argparse.Namespace) -> int:
         configured = set(get_settings().databases)
     except SettingsError:
         configured = set()
-    fallback = "embedded" if (DATA / "pg" / "state.json").exists() else "no"
+    with contextlib.ExitStack() as resources:
+        local = _environment(resources)
     rows = [["role", "port", "database", "configured", "models"]]
     for name, spec in get_roles().items():
         port = env.get(f"MULTI_DB_{name.upper()}_SERVICE_PORT") or str(spec.port)
-        where = "env" if name in configured else fallback
+        where = (
+            "env"
+            if name in configured
+            else "local"
+            if local.get(variable_name(spec, "host"))
+            else "no"
+        )
         rows.append([name, port, spec.database, where, ", ".join(spec.model_names)])
     print(_table(rows))
     return 0
@@ -152,13 +140,12 @@ def _credentials_headers(env: dict[str, str]) -> dict[str, str]:
         return {API_KEY_HEADER: keys[0]}
     if env.get("JWT_SECRET"):
         return {"Authorization": f"Bearer {mint_token(env['JWT_SECRET'], 'cli', ['db:read'], 60)}"}
-    if (DATA / "credentials.json").exists():
-        return {API_KEY_HEADER: load_credentials(DATA).api_key}
     return {}
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    env = read_environment()
+    with contextlib.ExitStack() as resources:
+        env = _environment(resources)
     url = args.url or f"http://127.0.0.1:{env.get('MULTI_DB_GATEWAY_PORT') or GATEWAY_PORT}"
     request = urllib.request.Request(f"{url}/database/health", headers=_credentials_headers(env))  # noqa: S310
     try:
@@ -196,9 +183,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    secret = read_environment().get("JWT_SECRET") or (
-        load_credentials(DATA).jwt_secret if (DATA / "credentials.json").exists() else ""
-    )
+    with contextlib.ExitStack() as resources:
+        secret = _environment(resources).get("JWT_SECRET", "")
     if not secret:
         print("JWT_SECRET is not set (environment, .env, or run `make run` once)", file=sys.stderr)
         return 2
@@ -216,7 +202,6 @@ def parser() -> argparse.ArgumentParser:
         prog="multidb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="start the local stack").set_defaults(run=cmd_up)
     migrate = commands.add_parser("migrate", help="run role migrations")
     migrate.add_argument("roles", nargs="*", help="roles (default: every configured role)")
     migrate.add_argument(
@@ -240,6 +225,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--lifetime", type=int, default=3600, help="seconds (default 3600)")
     token.add_argument("--subject", default="cli", help="the token's 'sub' claim")
     token.set_defaults(run=cmd_token)
+    get_plugin_manager().hook.multidb_cli_commands(commands=commands)
     return root
 
 

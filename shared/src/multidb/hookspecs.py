@@ -1,7 +1,8 @@
 """Every multidb hook, in one place.
 
 Role plugins are modules (or objects) registered through the ``multidb.roles`` entry-point
-group; each implements some of these hooks with ``@multidb.hookimpl``. A hook
+group; tools that are not roles (the development stack) through ``multidb.extensions``.
+Each implements some of these hooks with ``@multidb.hookimpl``. A hook
 implementation may accept only some of the arguments named here. Hooks that get a
 ``role`` argument are called for every plugin: an implementation answers for its own
 role and returns ``None`` for the others.
@@ -9,6 +10,8 @@ role and returns ``None`` for the others.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -97,4 +100,31 @@ def multidb_background_jobs(role: str) -> Sequence[BackgroundJob] | None:
     service's ``/readyz`` (``jobs``), and runs again at its next interval: it never takes
     the service down. ``runtime`` is the role's
     :class:`~multidb.service.runtime.RoleRuntime` (``runtime.settings`` holds the settings).
+    """
+
+
+@hookspec
+def multidb_cli_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add subcommands to the ``multidb`` command line.
+
+    Called once each time the command line's parser is built, before arguments are parsed.
+    Each added parser sets ``run`` (``parser.set_defaults(run=...)``) to a function taking
+    the parsed arguments and returning the exit code. The development stack adds ``up``;
+    a role may add the commands that operate its own data.
+    """
+
+
+@hookspec(firstresult=True)
+def multidb_cli_environment(
+    resources: contextlib.ExitStack, start_database: bool
+) -> Mapping[str, str] | None:
+    """Variables a command falls back on when the environment names no database server.
+
+    Called by the ``multidb`` commands that need a database or credentials (``migrate``,
+    ``health``, ``token``, ``roles``) when the environment names no role's host.
+    The development stack answers with its embedded server's connection variables and its
+    generated credentials (``API_KEYS``, ``JWT_SECRET``), or ``None`` when it was never
+    started. With ``start_database`` it starts the embedded server if it is stopped and
+    registers the stop on ``resources``, so the command leaves it as it found it. What the
+    environment sets always wins over what this returns.
     """

@@ -10,6 +10,8 @@ from multidb import hookspecs
 from multidb.roles import RoleSpec
 
 ENTRY_POINT_GROUP = "multidb.roles"
+# Plugins that are not roles: tools such as the development stack.
+EXTENSION_ENTRY_POINT_GROUP = "multidb.extensions"
 
 hookimpl = pluggy.HookimplMarker("multidb")
 
@@ -19,7 +21,7 @@ class RoleConflictError(RuntimeError):
 
 
 def build_plugin_manager() -> pluggy.PluginManager:
-    """Build a fresh manager: add hookspecs, load the ``multidb.roles`` entry points, check.
+    """Build a fresh manager: hookspecs, the roles' and extensions' entry points, checked.
 
     The built-in roles are entry points like any third-party role, so nothing is
     registered by hand here.
@@ -27,6 +29,7 @@ def build_plugin_manager() -> pluggy.PluginManager:
     manager = pluggy.PluginManager("multidb")
     manager.add_hookspecs(hookspecs)
     manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    manager.load_setuptools_entrypoints(EXTENSION_ENTRY_POINT_GROUP)
     manager.check_pending()
     return manager
 

@@ -139,6 +139,9 @@ GLOBAL_VARIABLES = (
     ("JWT_SECRET", "jwt_secret"),
     ("MULTI_DB_SERVICE_SECRET", "service_secret"),
 )
+# The gateway's port unless MULTI_DB_GATEWAY_PORT says otherwise.
+GATEWAY_PORT = 8000
+
 METRICS_ACCESS_MODES = ("loopback", "credential")
 # Fields whose value never appears in an error message, however malformed.
 SECRET_FIELDS = frozenset({"password", "jwt_secret", "service_secret"})

@@ -30,19 +30,18 @@ from types import FrameType
 import msgspec
 
 from multidb import migrations
-from multidb.embedded import EmbeddedPostgres
 from multidb.logs import FORMAT_VARIABLE, load_log_settings, resolve_format
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
-from multidb.settings import load_settings, read_environment, variable_name
+from multidb.settings import GATEWAY_PORT, load_settings, read_environment, variable_name
+from multidb_devstack.embedded import EmbeddedPostgres
 
-log = logging.getLogger("multidb.stack")
+log = logging.getLogger("multidb_devstack.stack")
 
 READY_TIMEOUT_S = 60.0
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 GATEWAY = "gateway"
-GATEWAY_PORT = 8000
 
 
 class Credentials(msgspec.Struct, frozen=True, kw_only=True):
