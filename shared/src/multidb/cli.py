@@ -53,10 +53,14 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _environment(
+def command_environment(
     resources: contextlib.ExitStack, *, start_database: bool = False
 ) -> dict[str, str]:
-    """The environment, over what a plugin (the development stack) offers when it is silent."""
+    """The environment, over what a plugin (the development stack) offers when it is silent.
+
+    Commands that plugins add (``multidb_cli_commands``) call this too, so that they find the
+    same databases and credentials as the built-in ones.
+    """
     env = read_environment()
     if any(env.get(variable_name(spec, "host")) for spec in get_roles().values()):
         return env
@@ -69,7 +73,7 @@ def _environment(
 def cmd_migrate(args: argparse.Namespace) -> int:
     roles = get_roles()
     with contextlib.ExitStack() as resources:
-        settings = load_settings(_environment(resources, start_database=True), roles)
+        settings = load_settings(command_environment(resources, start_database=True), roles)
         return _migrate(args, roles, settings)
 
 
@@ -116,7 +120,7 @@ def cmd_roles(_: argparse.Namespace) -> int:
     except SettingsError:
         configured = set()
     with contextlib.ExitStack() as resources:
-        local = _environment(resources)
+        local = command_environment(resources)
     rows = [["role", "port", "database", "configured", "models"]]
     for name, spec in get_roles().items():
         port = env.get(f"MULTI_DB_{name.upper()}_SERVICE_PORT") or str(spec.port)
@@ -145,7 +149,7 @@ def _credentials_headers(env: dict[str, str]) -> dict[str, str]:
 
 def cmd_health(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as resources:
-        env = _environment(resources)
+        env = command_environment(resources)
     url = args.url or f"http://127.0.0.1:{env.get('MULTI_DB_GATEWAY_PORT') or GATEWAY_PORT}"
     request = urllib.request.Request(f"{url}/database/health", headers=_credentials_headers(env))  # noqa: S310
     try:
@@ -184,7 +188,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as resources:
-        secret = _environment(resources).get("JWT_SECRET", "")
+        secret = command_environment(resources).get("JWT_SECRET", "")
     if not secret:
         print("JWT_SECRET is not set (environment, .env, or run `make run` once)", file=sys.stderr)
         return 2
