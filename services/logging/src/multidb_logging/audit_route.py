@@ -1,21 +1,23 @@
 """``POST /audit/access``: the gateway's batches of access records, stored at most once each;
 ``GET /audit/access?limit=``: the latest records, newest first (for the dashboard).
 
-The whole batch goes in with one statement over ``unnest`` of one array per column, and
-``ON CONFLICT (event_id) DO NOTHING`` makes a batch safe to send again: records already
-stored (by an earlier attempt, or twice in the same batch) are skipped and not counted in
-``inserted``. Strings longer than their column are cut to fit rather than refused, so one
-odd record never blocks a batch; a value the table's checks refuse is a 400.
+A batch is stored as the next links of its sender's hash chain (the writer is the
+authenticated subject that posted it; see :mod:`multidb_logging.store`), in one
+transaction: records already stored (by an earlier attempt, or twice in the same batch)
+are skipped, add no link and are not counted in ``inserted``, so a batch is safe to send
+again. Strings longer than their column are cut to fit rather than refused, so one odd
+record never blocks a batch; a value the table's checks refuse is a 400.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import logging
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-from litestar import get, post
+from litestar import Request, get, post
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, Parameter
@@ -28,38 +30,16 @@ from multidb.errors import (
     TimeoutExceededError,
     describe,
 )
-from multidb.execute import affected_rows
 from multidb.openapi import protected
 from multidb.service.runtime import UNREACHABLE, RoleRuntime
+from multidb_logging.store import ChainMismatchError, chain_writer, store_records
 
 MAX_BATCH = 1000
 INSERT_TIMEOUT_S = 10.0
 RECENT_DEFAULT = 20
 RECENT_MAX = 200
 RECENT_TIMEOUT_S = 5.0
-
-# One array parameter per column, cast to the column's type; text cut to the column length.
-INSERT_ACCESS_LOGS = """
-INSERT INTO access_logs (
-    event_id, created_at, request_id, principal, auth_method, method, path, target_role,
-    query_fingerprint, query_preview, read_only, outcome, status_code, row_count,
-    duration_ms, error, client_ip
-)
-SELECT event_id, created_at, left(request_id, 64), left(principal, 255), auth_method,
-       left(method, 10), left(path, 2048), left(target_role, 63), left(query_fingerprint, 64),
-       query_preview, read_only, outcome, status_code, row_count, duration_ms, error,
-       left(client_ip, 45)
-FROM unnest(
-    $1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::text[], $13::int4[],
-    $14::int4[], $15::float8[], $16::text[], $17::text[]
-) AS batch(
-    event_id, created_at, request_id, principal, auth_method, method, path, target_role,
-    query_fingerprint, query_preview, read_only, outcome, status_code, row_count,
-    duration_ms, error, client_ip
-)
-ON CONFLICT (event_id) DO NOTHING
-"""
+log = logging.getLogger("multidb.logging.audit")
 
 COLUMNS = tuple(AccessRecord.__struct_fields__)
 
@@ -80,15 +60,6 @@ class AuditReceipt(msgspec.Struct, kw_only=True):
     inserted: int
 
 
-def _storable(value: object) -> object:
-    # PostgreSQL text cannot hold NUL, and a query preview may quote one a caller sent.
-    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
-
-
-def _columns(records: list[AccessRecord]) -> list[list[object]]:
-    return [[_storable(getattr(record, name)) for record in records] for name in COLUMNS]
-
-
 @post(
     "/audit/access",
     status_code=200,
@@ -100,20 +71,26 @@ async def record_access(
         list[AccessRecord], Body(media_type=RequestEncodingType.JSON, max_items=MAX_BATCH)
     ],
     state: State,
+    request: Request[auth.Principal, Any, Any],
 ) -> AuditReceipt:
     """Store a batch of at most 1000 access records; each ``event_id`` is stored once."""
     if not data:
         return AuditReceipt(received=0, inserted=0)
     runtime: RoleRuntime = state.runtime
+    writer = chain_writer(request.user.subject)
     try:
         async with asyncio.timeout(INSERT_TIMEOUT_S), runtime.admin.acquire() as conn:
-            status = await conn.execute(INSERT_ACCESS_LOGS, *_columns(data))
+            inserted = await store_records(conn, writer, data)
+    except ChainMismatchError as exc:
+        # The unexpected-error handler logs where, never the message: say it here.
+        log.error("%s", exc)
+        raise
     except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
         raise BadRequestError(f"a record was refused: {describe(exc)}") from None
     except UNREACHABLE as exc:
         msg = f"database 'logging' is unavailable: {describe(exc, int(INSERT_TIMEOUT_S * 1000))}"
         raise DatabaseUnavailableError(msg) from None
-    return AuditReceipt(received=len(data), inserted=affected_rows(status))
+    return AuditReceipt(received=len(data), inserted=inserted)
 
 
 @get("/audit/access", tags=["audit"], **protected(auth.ADMIN, 400, 503, 504))

@@ -1,6 +1,11 @@
 """The logging role's models."""
 
-from multidb_logging.models.access import ACCESS_OUTCOMES, AUTH_METHODS, AccessLog
+from multidb_logging.models.access import (
+    ACCESS_OUTCOMES,
+    AUTH_METHODS,
+    AccessLog,
+    AccessLogChain,
+)
 from multidb_logging.models.base import LoggingBase
 from multidb_logging.models.logs import ApplicationLog, ErrorLog
 
@@ -8,6 +13,7 @@ __all__ = [
     "ACCESS_OUTCOMES",
     "AUTH_METHODS",
     "AccessLog",
+    "AccessLogChain",
     "ApplicationLog",
     "ErrorLog",
     "LoggingBase",
