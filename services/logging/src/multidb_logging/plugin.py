@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
 from litestar.types import ControllerRouterHandler
 
 from multidb import RoleSpec, hookimpl
-from multidb_logging import audit_route, models
+from multidb_logging import audit_route, models, verify
 
 
 @hookimpl
@@ -29,3 +30,9 @@ def multidb_role_spec() -> RoleSpec:
 def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | None:
     """``POST /audit/access`` (scope ``db:admin``) on the logging service only."""
     return audit_route.ROUTES if role == "logging" else None
+
+
+@hookimpl
+def multidb_cli_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``multidb audit verify``: check the audit trail's hash chains."""
+    verify.add_commands(commands)
