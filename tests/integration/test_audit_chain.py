@@ -30,9 +30,9 @@ from multidb.settings import DatabaseSettings, Settings, variable_name
 from multidb_devstack.embedded import free_port
 from multidb_gateway.audit import AuditTrail
 from multidb_gateway.credentials import SUBJECT, GatewayCredential
+from multidb_logging import verify
 from multidb_logging.chain import GENESIS, link_hash
 from multidb_logging.store import store_records
-from multidb_logging.verify import walk
 from tests.conftest import API_KEY, JWT_SECRET
 from tests.integration.test_audit import LoggingService, record
 
@@ -171,9 +171,11 @@ def test_verify_finds_an_edited_a_deleted_and_an_inserted_record(
     (deleted,) = asyncio.run(fetch(chained, TAMPER_DELETE, SUBJECT))
     (forged,) = asyncio.run(fetch(chained, TAMPER_INSERT, SUBJECT, uuid.uuid4().hex))
 
-    tampered = audit_verify(env, tmp_path)
+    # The head printed before, passed back: still there, so it adds no finding.
+    last_hash = head.split()[-1]
+    tampered = audit_verify(env, tmp_path, "--anchor", f"{SUBJECT}:30:{last_hash}")
     # The closing note quotes this output: keep it on the test's record.
-    sys.stdout.write(f"\n$ multidb audit verify\n{tampered.stdout}")
+    sys.stdout.write(f"\n$ multidb audit verify --anchor ...\n{tampered.stdout}")
     assert tampered.returncode == 1, tampered.stdout + tampered.stderr
     assert tampered.stderr == ""
     lines = tampered.stdout.splitlines()
@@ -198,6 +200,7 @@ def test_concurrent_batches_of_one_writer_never_fork_and_retries_add_no_link(
     database_env: dict[str, str],
     roles: dict[str, RoleSpec],
     settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     service = LoggingService(environment(database_env, roles, chained))
     service.start()
@@ -246,12 +249,20 @@ def test_concurrent_batches_of_one_writer_never_fork_and_retries_add_no_link(
         160,
         by_seq[-1]["row_hash"],
     )
+    # The verifier reads in rounds of FETCH_ROWS: several rounds here, one chain still.
+    monkeypatch.setattr(verify, "FETCH_ROWS", 7)
+    monkeypatch.setattr(verify, "PROGRESS_EVERY", 50)
+    heard: list[int] = []
+    report = asyncio.run(_walk(chained, heard.append))
+    assert heard == [50, 100, 150]
+    assert not report.tampered
+    assert [(chain.writer, chain.records) for chain in report.chains] == [(SUBJECT, 160)]
 
 
-async def _walk(database: DatabaseSettings) -> Any:
+async def _walk(database: DatabaseSettings, progress: Any = None) -> Any:
     conn = await database.connect()
     try:
-        return await walk(conn)
+        return await verify.walk(conn, progress=progress)
     finally:
         await conn.close()
 

@@ -21,6 +21,7 @@ from multidb_logging.verify import (
     INSERTED,
     Anchor,
     ChainWalk,
+    Progress,
     Report,
     Unchained,
     UsageError,
@@ -252,3 +253,21 @@ def test_the_report_reads_as_findings_heads_and_one_closing_line() -> None:
     assert "pre-chain: 3 records (ids 1..3)" in text
     assert text.rstrip().endswith("TAMPERED: 2 finding(s) in 1 of 2 chain(s)")
     assert f"multidb-gateway  6         {rows[-1]['row_hash']}" in text
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_drawn_on_a_terminal_only() -> None:
+    terminal = Terminal()
+    progress = Progress(terminal, 1_000_000)
+    progress(20_000)
+    progress.close()
+    assert terminal.getvalue() == "\rchecked 20,000 of about 1,000,000 records\r\033[K"
+    piped = io.StringIO()
+    quiet = Progress(piped, 10)
+    quiet(20_000)
+    quiet.close()
+    assert piped.getvalue() == ""

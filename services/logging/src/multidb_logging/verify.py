@@ -28,7 +28,7 @@ import asyncio
 import collections
 import contextlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -44,6 +44,7 @@ EXIT_INTACT, EXIT_TAMPERED, EXIT_ERROR = 0, 1, 2
 EDITED, DELETED, INSERTED = "edited", "deleted", "inserted"
 KINDS = (EDITED, DELETED, INSERTED)
 FETCH_ROWS = 1000
+PROGRESS_EVERY = 20_000
 CONNECT_TIMEOUT_S = 10.0
 UNCHAINED = "(no chain)"
 UNREACHABLE: tuple[type[Exception], ...] = (TimeoutError, *CONNECTION_ERRORS)
@@ -69,6 +70,10 @@ FROM boundary LEFT JOIN access_logs ON access_logs.chain_writer IS NULL
 GROUP BY boundary.first
 """
 SELECT_EVENT_ID = "SELECT event_id FROM access_logs WHERE id = $1"
+# The planner's row count: free, and good enough for a progress line.
+ESTIMATE_ROWS = (
+    "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'access_logs'::regclass"
+)
 
 
 class UsageError(Exception):
@@ -122,6 +127,9 @@ class ChainWalk:
         seq, prev, stored = row["chain_seq"], row["prev_hash"], row["row_hash"]
         where = f"seq {seq}, id {row['id']}, event {row['event_id']}"
         ref = f"id {row['id']} (seq {seq})"
+        if seq is None or prev is None or stored is None:  # only once the table's check is gone
+            self.note(INSERTED, f"{where}: its link columns are empty")
+            return
         if self.recorded is not None and seq > self.recorded[0]:
             self.note(
                 INSERTED, f"{where}: beyond the chain's recorded head (seq {self.recorded[0]})"
@@ -200,8 +208,34 @@ def _records(count: int) -> str:
     return f"{count} record" + ("" if count == 1 else "s")
 
 
-async def walk(conn: asyncpg.Connection, anchors: Sequence[Anchor] = ()) -> Report:
-    """Walk every chain in ``conn``'s database (one snapshot) and say what was found."""
+class Progress:
+    """``checked N of about M records`` redrawn on a terminal; nothing when not a terminal."""
+
+    def __init__(self, stream: TextIO, total: int) -> None:
+        self._stream = stream if stream.isatty() else None
+        self._total = total
+        self._shown = False
+
+    def __call__(self, checked: int) -> None:
+        if self._stream is not None:
+            about = f" of about {self._total:,}" if self._total >= checked else ""
+            self._stream.write(f"\rchecked {checked:,}{about} records")
+            self._stream.flush()
+            self._shown = True
+
+    def close(self) -> None:
+        if self._stream is not None and self._shown:
+            self._stream.write("\r\033[K")
+            self._stream.flush()
+
+
+async def walk(
+    conn: asyncpg.Connection,
+    anchors: Sequence[Anchor] = (),
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Walk every chain in ``conn``'s database (one snapshot) and say what was found;
+    ``progress`` hears the number of records checked every :data:`PROGRESS_EVERY`."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         recorded = {
             row["writer"]: (row["last_seq"], row["last_hash"])
@@ -212,6 +246,7 @@ async def walk(conn: asyncpg.Connection, anchors: Sequence[Anchor] = ()) -> Repo
             wanted[anchor.writer][anchor.seq] = anchor.row_hash
         chains: list[ChainWalk] = []
         current: ChainWalk | None = None
+        checked = 0
         async for row in conn.cursor(SELECT_CHAINED, prefetch=FETCH_ROWS):
             writer = row["chain_writer"]
             if current is None or current.writer != writer:
@@ -220,6 +255,9 @@ async def walk(conn: asyncpg.Connection, anchors: Sequence[Anchor] = ()) -> Repo
                 current = ChainWalk(writer, recorded.pop(writer, None), wanted.pop(writer, {}))
                 chains.append(current)
             current.add(row)
+            checked += 1
+            if progress is not None and checked % PROGRESS_EVERY == 0:
+                progress(checked)
         if current is not None:
             current.finish()
         # Chains whose every record is gone, but whose head (or an anchor) remains.
@@ -306,8 +344,10 @@ async def verify(database: DatabaseSettings, anchors: Sequence[Anchor], out: Tex
     except UNREACHABLE as exc:
         msg = f"cannot reach the logging database ({database.display_url}): {describe(exc)}"
         raise UsageError(msg) from None
+    progress: Progress | None = None
     try:
-        report = await walk(conn, anchors)
+        progress = Progress(sys.stderr, await conn.fetchval(ESTIMATE_ROWS))
+        report = await walk(conn, anchors, progress)
     except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
         msg = (
             f"the logging database ({database.display_url}) has no audit chain yet: "
@@ -316,7 +356,11 @@ async def verify(database: DatabaseSettings, anchors: Sequence[Anchor], out: Tex
         raise UsageError(msg) from None
     except CONNECTION_ERRORS as exc:
         raise UsageError(f"the logging database went away: {describe(exc)}") from None
+    except asyncpg.PostgresError as exc:  # a login that may not read the table, say
+        raise UsageError(f"reading the audit trail failed: {describe(exc)}") from None
     finally:
+        if progress is not None:
+            progress.close()
         with contextlib.suppress(*CONNECTION_ERRORS):
             await conn.close()
     print(f"audit trail of {database.display_url}\n", file=out)
