@@ -38,6 +38,8 @@ async def _execute(client: Any, query: str, *, read_only: bool) -> Any:
             False,
         ),
         ("TRUNCATE access_logs", False),
+        ("SELECT * FROM access_log_chains", True),
+        ("UPDATE access_log_chains SET last_seq = 0", False),
         ("SELECT * FROM alembic_version_logging", True),
         ("UPDATE alembic_version_logging SET version_num = 'broken'", False),
         ("DELETE FROM alembic_version_logging", False),
