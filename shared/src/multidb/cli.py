@@ -5,7 +5,8 @@
     multidb health                  the fleet's health through the gateway, as a table
     multidb token --scopes S,...    mint a JWT signed with JWT_SECRET
 
-Plugins add commands: the development stack adds ``multidb up`` (what ``make run`` does).
+Plugins add commands: the development stack adds ``multidb up`` (what ``make run`` does),
+the logging role ``multidb audit verify`` (the audit trail's hash chains).
 Output is aligned for a terminal and plain (no colour) when piped.
 """
 
