@@ -172,7 +172,7 @@ class ChainWalk:
             if head_seq > self.last_seq:
                 missing = head_seq - self.last_seq
                 span = f"seq {self.last_seq + 1}" + (f"-{head_seq}" if missing > 1 else "")
-                after = f"after {self.last_ref}" if self.last_ref else "(every record)"
+                after = f"after {self.last_ref}" if self.last_ref else "(the whole chain)"
                 self.note(
                     DELETED,
                     f"{span} ({_records(missing)}) {after}: the recorded head is seq {head_seq}",
