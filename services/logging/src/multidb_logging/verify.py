@@ -37,7 +37,7 @@ import asyncpg
 from multidb.cli import command_environment
 from multidb.errors import CONNECTION_ERRORS, describe
 from multidb.plugins import get_roles
-from multidb.settings import DatabaseSettings, load_settings
+from multidb.settings import DatabaseSettings, load_settings, variable_name
 from multidb_logging.chain import GENESIS, RECORD_FIELDS, link_hash
 
 EXIT_INTACT, EXIT_TAMPERED, EXIT_ERROR = 0, 1, 2
@@ -377,8 +377,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             env = command_environment(resources, start_database=True)
             database = load_settings(env, roles).databases.get("logging")
             if database is None:
-                prefix = roles["logging"].prefix if "logging" in roles else "MULTI_DB_LOGGING_"
-                msg = f"role 'logging' has no database configured (set {prefix}HOST)"
+                # This module's own role registered the command: it is installed.
+                host = variable_name(roles["logging"], "host")
+                msg = f"role 'logging' has no database configured (set {host})"
                 raise UsageError(msg)
             return asyncio.run(verify(database, anchors, sys.stdout))
     except UsageError as exc:
