@@ -23,6 +23,9 @@ from multidb_gateway.runtime import GatewayRuntime, forward_headers
 
 NO_AUTH = {"exclude_from_auth": True}
 JSON = "application/json"
+# Where the per-database routes find the database their scope is for.
+NAMED = auth.PATH_PREFIX + "name"
+SEEN = auth.ANY_DATABASE
 _encode = msgspec.json.Encoder().encode
 
 
@@ -101,63 +104,98 @@ async def readyz(state: State) -> dict[str, Any]:
 @get(
     "/database/health",
     tags=["database"],
-    **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503)),
+    **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503), database=SEEN),
 )
 async def health_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, HealthReport]]:
-    """Every role's health, checked live and concurrently; 503 when any is unhealthy."""
+    """Every role's health, checked live and concurrently; 503 when any is unhealthy.
+
+    Filtered: only the databases the caller may read (`db:read`, or `db:read:<role>` for
+    each role) are checked and shown; a caller who may read none gets 403.
+    """
     runtime = _runtime(state)
-    answers = await runtime.fleet.ask_all("health", runtime.roles, forward_headers(request))
+    roles = runtime.visible(request, auth.READ)
+    answers = await runtime.fleet.ask_all("health", roles, forward_headers(request))
     return _aggregate(answers, strict=True)  # type: ignore[return-value]
 
 
 @get(
     "/database/health/cached",
     tags=["database"],
-    **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503)),
+    **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503), database=SEEN),
 )
-async def health_cached(state: State) -> Response[dict[str, dict[str, Any]]]:
-    """Every role's latest background check (refreshed about every second), with ``age_s``."""
-    healthy, body = _runtime(state).monitor.snapshot()
+async def health_cached(
+    request: Request[Any, Any, Any], state: State
+) -> Response[dict[str, dict[str, Any]]]:
+    """Every role's latest background check (refreshed about every second), with ``age_s``.
+
+    Filtered: only the databases the caller may read (`db:read`, or `db:read:<role>` for
+    each role); 503 when one of those is unhealthy; a caller who may read none gets 403.
+    """
+    runtime = _runtime(state)
+    healthy, body = runtime.monitor.snapshot(runtime.visible(request, auth.READ))
     return Response(body, status_code=200 if healthy else 503)
 
 
-@get("/database/stats", tags=["database"], **protected(auth.READ))
+@get("/database/stats", tags=["database"], **protected(auth.READ, database=SEEN))
 async def stats_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, StatsReport]]:
-    """Every role's statistics; a role whose service or database is down is ``unavailable``."""
+    """Every role's statistics; a role whose service or database is down is ``unavailable``.
+
+    Filtered: only the databases the caller may read (`db:read`, or `db:read:<role>` for
+    each role); a caller who may read none gets 403.
+    """
     runtime = _runtime(state)
-    answers = await runtime.fleet.ask_all("stats", runtime.roles, forward_headers(request))
+    roles = runtime.visible(request, auth.READ)
+    answers = await runtime.fleet.ask_all("stats", roles, forward_headers(request))
     return _aggregate(answers, strict=False)  # type: ignore[return-value]
 
 
-@get("/database/configured", tags=["database"], **protected(auth.READ))
-async def configured(state: State) -> Configured:
-    return Configured(databases=_runtime(state).roles)
+@get("/database/configured", tags=["database"], **protected(auth.READ, database=SEEN))
+async def configured(request: Request[Any, Any, Any], state: State) -> Configured:
+    """The configured databases.
+
+    Filtered: only those the caller may read (`db:read`, or `db:read:<role>` for each
+    role); a caller who may read none gets 403.
+    """
+    return Configured(databases=_runtime(state).visible(request, auth.READ))
 
 
-@get("/database/models", tags=["database"], **protected(auth.READ))
-async def models_all(state: State) -> dict[str, list[str]]:
+@get("/database/models", tags=["database"], **protected(auth.READ, database=SEEN))
+async def models_all(request: Request[Any, Any, Any], state: State) -> dict[str, list[str]]:
+    """Each configured database's models.
+
+    Filtered: only the databases the caller may read (`db:read`, or `db:read:<role>` for
+    each role); a caller who may read none gets 403.
+    """
     runtime = _runtime(state)
-    return {role: runtime.router.get_models_for_database(role) for role in runtime.roles}
+    return {
+        role: runtime.router.get_models_for_database(role)
+        for role in runtime.visible(request, auth.READ)
+    }
 
 
-@get("/database/backup/info", tags=["database"], **protected(auth.ADMIN))
+@get("/database/backup/info", tags=["database"], **protected(auth.ADMIN, database=SEEN))
 async def backup_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, BackupInfo]]:
-    """Where every database lives; urls redacted, never a password."""
+    """Where every database lives; urls redacted, never a password.
+
+    Filtered: only the databases the caller administers (`db:admin`, or
+    `db:admin:<role>` for each role); a caller who administers none gets 403.
+    """
     runtime = _runtime(state)
-    answers = await runtime.fleet.ask_all("backup", runtime.roles, forward_headers(request))
+    roles = runtime.visible(request, auth.ADMIN)
+    answers = await runtime.fleet.ask_all("backup", roles, forward_headers(request))
     return _aggregate(answers, strict=False)  # type: ignore[return-value]
 
 
 @get(
     "/database/{name:str}/health",
     tags=["database"],
-    **protected(auth.READ, 404, answers=_same_body(HealthReport, 502, 503, 504)),
+    **protected(auth.READ, 404, answers=_same_body(HealthReport, 502, 503, 504), database=NAMED),
 )
 async def health_one(
     name: FromPath[str], request: Request[Any, Any, Any], state: State
@@ -170,7 +208,7 @@ async def health_one(
 @get(
     "/database/{name:str}/stats",
     tags=["database"],
-    **protected(auth.READ, 404, answers=_same_body(StatsReport, 502, 503, 504)),
+    **protected(auth.READ, 404, answers=_same_body(StatsReport, 502, 503, 504), database=NAMED),
 )
 async def stats_one(
     name: FromPath[str], request: Request[Any, Any, Any], state: State
@@ -180,7 +218,7 @@ async def stats_one(
     return _single(answer)  # type: ignore[return-value]
 
 
-@get("/database/{name:str}/models", tags=["database"], **protected(auth.READ, 404))
+@get("/database/{name:str}/models", tags=["database"], **protected(auth.READ, 404, database=NAMED))
 async def models_one(name: FromPath[str], state: State) -> ModelsReport:
     runtime = _runtime(state)
     return ModelsReport(
@@ -199,7 +237,11 @@ async def models_one(name: FromPath[str], state: State) -> ModelsReport:
 async def execute(
     name: FromPath[str], request: Request[Any, Any, Any], state: State
 ) -> Response[ExecuteResult]:
-    """Forward one statement to the role's service; exactly one audit record either way."""
+    """Forward one statement to the role's service; exactly one audit record either way.
+
+    Needs `db:execute` (or `db:execute:<name>`), and to write (`read_only: false`)
+    `db:write` (or `db:write:<name>`) as well.
+    """
     return await forward_execute(_runtime(state), name, request)  # type: ignore[return-value]
 
 
