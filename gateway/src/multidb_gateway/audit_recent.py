@@ -44,6 +44,13 @@ _decode_records = msgspec.json.Decoder(AccessRecords).decode
     "/database/audit/recent",
     tags=["database"],
     **protected(auth.ADMIN, 400, 502, 503, 504, database=auth.ANY_DATABASE),
+    description=(
+        "The latest `limit` execute audit records (default 20, at most 200), newest first.\n\n"
+        "Filtered, not refused: with `db:admin` (every database) every record; with "
+        "`db:admin:<role>` only the records of those databases, found among the latest 200 "
+        "of the trail (so possibly fewer than `limit`). A caller who administers no "
+        "configured database gets 403."
+    ),
 )
 async def audit_recent(
     request: Request[Any, Any, Any],

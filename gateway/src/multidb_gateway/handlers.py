@@ -23,10 +23,20 @@ from multidb_gateway.runtime import GatewayRuntime, forward_headers
 
 NO_AUTH = {"exclude_from_auth": True}
 JSON = "application/json"
+_encode = msgspec.json.Encoder().encode
 # Where the per-database routes find the database their scope is for.
 NAMED = auth.PATH_PREFIX + "name"
 SEEN = auth.ANY_DATABASE
-_encode = msgspec.json.Encoder().encode
+
+
+def filtered(summary: str, scope: str = auth.READ, verb: str = "read") -> dict[str, str]:
+    """The OpenAPI ``description`` of an aggregate: what it is, and that it filters."""
+    rule = (
+        f"Filtered, not refused: only the databases the caller may {verb} "
+        f"(`{scope}` for every database, or `{scope}:<role>` for each role) are included; "
+        f"a caller who may {verb} none of the configured databases gets 403."
+    )
+    return {"description": f"{summary}\n\n{rule}"}
 
 
 class Configured(msgspec.Struct):
@@ -105,15 +115,12 @@ async def readyz(state: State) -> dict[str, Any]:
     "/database/health",
     tags=["database"],
     **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503), database=SEEN),
+    **filtered("Every role's health, checked live and concurrently; 503 when any is unhealthy."),
 )
 async def health_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, HealthReport]]:
-    """Every role's health, checked live and concurrently; 503 when any is unhealthy.
-
-    Filtered: only the databases the caller may read (`db:read`, or `db:read:<role>` for
-    each role) are checked and shown; a caller who may read none gets 403.
-    """
+    """Every role's health, checked live and concurrently; 503 when any is unhealthy."""
     runtime = _runtime(state)
     roles = runtime.visible(request, auth.READ)
     answers = await runtime.fleet.ask_all("health", roles, forward_headers(request))
@@ -124,52 +131,57 @@ async def health_all(
     "/database/health/cached",
     tags=["database"],
     **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503), database=SEEN),
+    **filtered(
+        "Every role's latest background check (refreshed about every second), with `age_s`; "
+        "503 when any is unhealthy."
+    ),
 )
 async def health_cached(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, dict[str, Any]]]:
-    """Every role's latest background check (refreshed about every second), with ``age_s``.
-
-    Filtered: only the databases the caller may read (`db:read`, or `db:read:<role>` for
-    each role); 503 when one of those is unhealthy; a caller who may read none gets 403.
-    """
+    """Every role's latest background check (refreshed about every second), with ``age_s``."""
     runtime = _runtime(state)
     healthy, body = runtime.monitor.snapshot(runtime.visible(request, auth.READ))
     return Response(body, status_code=200 if healthy else 503)
 
 
-@get("/database/stats", tags=["database"], **protected(auth.READ, database=SEEN))
+@get(
+    "/database/stats",
+    tags=["database"],
+    **protected(auth.READ, database=SEEN),
+    **filtered(
+        "Every role's statistics; a role whose service or database is down is `unavailable`."
+    ),
+)
 async def stats_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, StatsReport]]:
-    """Every role's statistics; a role whose service or database is down is ``unavailable``.
-
-    Filtered: only the databases the caller may read (`db:read`, or `db:read:<role>` for
-    each role); a caller who may read none gets 403.
-    """
+    """Every role's statistics; a role whose service or database is down is ``unavailable``."""
     runtime = _runtime(state)
     roles = runtime.visible(request, auth.READ)
     answers = await runtime.fleet.ask_all("stats", roles, forward_headers(request))
     return _aggregate(answers, strict=False)  # type: ignore[return-value]
 
 
-@get("/database/configured", tags=["database"], **protected(auth.READ, database=SEEN))
+@get(
+    "/database/configured",
+    tags=["database"],
+    **protected(auth.READ, database=SEEN),
+    **filtered("The configured databases."),
+)
 async def configured(request: Request[Any, Any, Any], state: State) -> Configured:
-    """The configured databases.
-
-    Filtered: only those the caller may read (`db:read`, or `db:read:<role>` for each
-    role); a caller who may read none gets 403.
-    """
+    """The configured databases."""
     return Configured(databases=_runtime(state).visible(request, auth.READ))
 
 
-@get("/database/models", tags=["database"], **protected(auth.READ, database=SEEN))
+@get(
+    "/database/models",
+    tags=["database"],
+    **protected(auth.READ, database=SEEN),
+    **filtered("Each configured database's models."),
+)
 async def models_all(request: Request[Any, Any, Any], state: State) -> dict[str, list[str]]:
-    """Each configured database's models.
-
-    Filtered: only the databases the caller may read (`db:read`, or `db:read:<role>` for
-    each role); a caller who may read none gets 403.
-    """
+    """Each configured database's models."""
     runtime = _runtime(state)
     return {
         role: runtime.router.get_models_for_database(role)
@@ -177,15 +189,18 @@ async def models_all(request: Request[Any, Any, Any], state: State) -> dict[str,
     }
 
 
-@get("/database/backup/info", tags=["database"], **protected(auth.ADMIN, database=SEEN))
+@get(
+    "/database/backup/info",
+    tags=["database"],
+    **protected(auth.ADMIN, database=SEEN),
+    **filtered(
+        "Where every database lives; urls redacted, never a password.", auth.ADMIN, "administer"
+    ),
+)
 async def backup_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, BackupInfo]]:
-    """Where every database lives; urls redacted, never a password.
-
-    Filtered: only the databases the caller administers (`db:admin`, or
-    `db:admin:<role>` for each role); a caller who administers none gets 403.
-    """
+    """Where every database lives; urls redacted, never a password."""
     runtime = _runtime(state)
     roles = runtime.visible(request, auth.ADMIN)
     answers = await runtime.fleet.ask_all("backup", roles, forward_headers(request))
