@@ -172,6 +172,12 @@ def test_jwt_secret_alone_works_as_before() -> None:
     assert signing_key(keys.legacy, keys.by_kid) == (None, OLD)
     token = mint_token(OLD, "ops", ["db:read"])
     assert "kid" not in jwt.get_unverified_header(token)
+    # Without JWT_SECRETS a kid header selects nothing: the token is checked as before.
+    labelled = mint_token(OLD, "ops", ["db:read"], kid="whatever-a-client-sets")
+    assert Authenticator(OLD, []).authenticate(f"Bearer {labelled}", None).subject == "ops"
+    forged = mint_token(NEW, "ops", ["db:read"], kid="whatever-a-client-sets")
+    with pytest.raises(NotAuthorizedException, match="Signature verification failed"):
+        Authenticator(OLD, []).authenticate(f"Bearer {forged}", None)
 
 
 def test_the_newest_kid_signs_older_ones_verify_until_removed() -> None:

@@ -87,8 +87,9 @@ class Authenticator:
     A token without ``kid`` signed with ``JWT_SECRET`` or ``MULTI_DB_SERVICE_SECRET`` is
     accepted: ``JWT_SECRET`` signs the tokens of people and clients,
     ``MULTI_DB_SERVICE_SECRET`` those the gateway mints for its own calls to the services,
-    which must work even when ``API_KEYS`` holds only hashes. A token with a ``kid`` is
-    checked against that entry of ``jwt_keys`` (``JWT_SECRETS``) only.
+    which must work even when ``API_KEYS`` holds only hashes. When ``jwt_keys``
+    (``JWT_SECRETS``) is configured, a token with a ``kid`` is checked against that entry
+    only, and one whose ``kid`` is in no entry is refused.
     """
 
     def __init__(
@@ -183,7 +184,9 @@ class Authenticator:
 
     def _claims(self, token: str) -> dict[str, Any]:
         kid = jwt.get_unverified_header(token).get("kid")
-        if kid is not None:
+        # Without JWT_SECRETS a kid means nothing here, as before rotation existed: the
+        # token is checked against JWT_SECRET (and the service secret) whatever it says.
+        if kid is not None and self._by_kid:
             secret = self._by_kid.get(kid) if isinstance(kid, str) else None
             if secret is None:
                 shown = repr(kid)[:70]

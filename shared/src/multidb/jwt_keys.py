@@ -9,6 +9,7 @@
   ``kid``; every entry verifies the tokens that name its ``kid``. To rotate, put a new
   entry first; tokens signed with an older one keep working until that entry is removed.
   A token whose ``kid`` is in no entry is refused (401) with a message that says so.
+  Without ``JWT_SECRETS``, a ``kid`` header selects nothing (as before rotation existed).
 
 Setting a variable and its ``_FILE`` twin at once is an error. A file's content is the
 variable's value with one trailing new line removed; in a ``JWT_SECRETS_FILE`` blank
