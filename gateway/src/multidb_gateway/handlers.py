@@ -29,14 +29,14 @@ NAMED = auth.PATH_PREFIX + "name"
 SEEN = auth.ANY_DATABASE
 
 
-def filtered(summary: str, scope: str = auth.READ, verb: str = "read") -> dict[str, str]:
+def filtered(summary: str, scope: str = auth.READ, verb: str = "read") -> str:
     """The OpenAPI ``description`` of an aggregate: what it is, and that it filters."""
     rule = (
         f"Filtered, not refused: only the databases the caller may {verb} "
         f"(`{scope}` for every database, or `{scope}:<role>` for each role) are included; "
         f"a caller who may {verb} none of the configured databases gets 403."
     )
-    return {"description": f"{summary}\n\n{rule}"}
+    return f"{summary}\n\n{rule}"
 
 
 class Configured(msgspec.Struct):
@@ -115,7 +115,9 @@ async def readyz(state: State) -> dict[str, Any]:
     "/database/health",
     tags=["database"],
     **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503), database=SEEN),
-    **filtered("Every role's health, checked live and concurrently; 503 when any is unhealthy."),
+    description=filtered(
+        "Every role's health, checked live and concurrently; 503 when any is unhealthy."
+    ),
 )
 async def health_all(
     request: Request[Any, Any, Any], state: State
@@ -131,7 +133,7 @@ async def health_all(
     "/database/health/cached",
     tags=["database"],
     **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503), database=SEEN),
-    **filtered(
+    description=filtered(
         "Every role's latest background check (refreshed about every second), with `age_s`; "
         "503 when any is unhealthy."
     ),
@@ -149,7 +151,7 @@ async def health_cached(
     "/database/stats",
     tags=["database"],
     **protected(auth.READ, database=SEEN),
-    **filtered(
+    description=filtered(
         "Every role's statistics; a role whose service or database is down is `unavailable`."
     ),
 )
@@ -167,7 +169,7 @@ async def stats_all(
     "/database/configured",
     tags=["database"],
     **protected(auth.READ, database=SEEN),
-    **filtered("The configured databases."),
+    description=filtered("The configured databases."),
 )
 async def configured(request: Request[Any, Any, Any], state: State) -> Configured:
     """The configured databases."""
@@ -178,7 +180,7 @@ async def configured(request: Request[Any, Any, Any], state: State) -> Configure
     "/database/models",
     tags=["database"],
     **protected(auth.READ, database=SEEN),
-    **filtered("Each configured database's models."),
+    description=filtered("Each configured database's models."),
 )
 async def models_all(request: Request[Any, Any, Any], state: State) -> dict[str, list[str]]:
     """Each configured database's models."""
@@ -193,7 +195,7 @@ async def models_all(request: Request[Any, Any, Any], state: State) -> dict[str,
     "/database/backup/info",
     tags=["database"],
     **protected(auth.ADMIN, database=SEEN),
-    **filtered(
+    description=filtered(
         "Where every database lives; urls redacted, never a password.", auth.ADMIN, "administer"
     ),
 )
