@@ -201,3 +201,28 @@ def test_without_admin_the_audit_panel_says_so(page: Page, fleet: ProcessFleet) 
     assert page.evaluate("() => sessionStorage.length") == 0
     assert console.errors == []
     assert console.policy_violations() == []
+
+
+def test_a_credential_for_one_database_sees_that_database_only(
+    page: Page, fleet: ProcessFleet
+) -> None:
+    """The page shows what the API gives it: the aggregates filter by the caller's scopes."""
+    console = Console(page)
+    page.goto(f"{fleet.gateway}/dashboard")
+    sign_in(page, "token", bearer("db:read:analytics")["Authorization"].removeprefix("Bearer "))
+    expect(page.locator('.card[data-role="analytics"][data-status="healthy"]')).to_have_count(
+        1, timeout=15_000
+    )
+    expect(page.locator(".card")).to_have_count(1)
+    expect(page.locator("#audit-note")).to_contain_text("needs the db:admin scope")
+    # The history charts ask for the one database's history, and draw it.
+    page.wait_for_function(
+        "() => document.querySelectorAll('figure.chart').length > 0"
+        " && [...document.querySelectorAll('figure.chart')]"
+        ".every((chart) => Number(chart.dataset.points) > 0)",
+        timeout=30_000,
+    )
+    expect(page.locator("#history-note")).to_have_text("")
+    expect(page.locator(".card")).to_have_count(1)
+    assert console.errors == []
+    assert console.policy_violations() == []

@@ -63,6 +63,8 @@ GATEWAY_VARIABLES = {
 }
 PROCESS_VARIABLES = {"MULTI_DB_GATEWAY_HOST", "MULTI_DB_GATEWAY_PORT", "MULTI_DB_SERVICE_HOST"}
 OTHER_VARIABLES = {"API_KEYS", "MULTI_DB_ROUTING", "MULTI_DB_ENV_FILE"}
+# The secrets of access control: read by multidb.settings (and multidb.jwt_keys).
+ACCESS_VARIABLES = {"MULTI_DB_API_KEYS_FILE", "JWT_SECRET_FILE", "JWT_SECRETS", "JWT_SECRETS_FILE"}
 
 
 def service_port_variable(spec: RoleSpec) -> str:
@@ -75,7 +77,8 @@ def known_variables(roles: Mapping[str, RoleSpec]) -> set[str]:
     names |= {variable for variable, _ in GLOBAL_VARIABLES}
     names |= {service_url_variable(spec) for spec in roles.values()}
     names |= {service_port_variable(spec) for spec in roles.values()}
-    return names | GATEWAY_VARIABLES | PROCESS_VARIABLES | OTHER_VARIABLES | set(LOG_VARIABLES)
+    known = GATEWAY_VARIABLES | PROCESS_VARIABLES | OTHER_VARIABLES | ACCESS_VARIABLES
+    return names | known | set(LOG_VARIABLES)
 
 
 ROLES = get_roles()
@@ -421,7 +424,9 @@ def _string_constants(path: Path) -> Iterator[ast.AST]:
 
 def test_the_code_reads_no_variable_missing_from_the_known_set() -> None:
     """Scan the packages' string literals for variable names, per-role f-strings included."""
-    literal = re.compile(r"\b(?:MULTI_DB_[A-Z][A-Z0-9_]*|DB_[A-Z][A-Z0-9_]*|API_KEYS|JWT_SECRET)\b")
+    literal = re.compile(
+        r"\b(?:MULTI_DB_[A-Z][A-Z0-9_]*|DB_[A-Z][A-Z0-9_]*|API_KEYS|JWT_SECRET[A-Z_]*)\b"
+    )
     role_suffixes = {f"_{field.upper()}" for field in DB_FIELDS}
     role_suffixes |= {"_SERVICE_URL", "_SERVICE_PORT", "_"}  # "_": RoleSpec.prefix itself
     sources = [

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from multidb.auth import ADMIN, API_KEY_HEADER, READ, mint_token
+from multidb.jwt_keys import signing_key
 from multidb.settings import Settings, SettingsError
 
 SUBJECT = "multidb-gateway"
@@ -21,8 +22,11 @@ RENEW_BEFORE_S = 120
 HASHED_PREFIX = "sha256:"
 
 
-def _signing_secret(settings: Settings) -> str:
-    return settings.service_secret or settings.jwt_secret
+def _signing_key(settings: Settings) -> tuple[str | None, str] | None:
+    """``(kid, secret)`` the gateway signs its tokens with; None without any secret."""
+    if settings.service_secret:
+        return None, settings.service_secret
+    return signing_key(settings.jwt_secret, settings.jwt_keys)
 
 
 def _plain_key(settings: Settings) -> str:
@@ -31,29 +35,30 @@ def _plain_key(settings: Settings) -> str:
 
 def require_credential(settings: Settings) -> None:
     """Raise :class:`SettingsError` when the gateway could not authenticate to any service."""
-    if not (_signing_secret(settings) or _plain_key(settings)):
+    if not (_signing_key(settings) or _plain_key(settings)):
         msg = (
             "MULTI_DB_SERVICE_SECRET: the gateway has no credential for its calls to the "
-            "services; set MULTI_DB_SERVICE_SECRET (or JWT_SECRET, or a plain key in API_KEYS: "
-            "hashed keys cannot be presented)"
+            "services; set MULTI_DB_SERVICE_SECRET (or JWT_SECRET or JWT_SECRETS, or a plain "
+            "key in API_KEYS: hashed keys cannot be presented)"
         )
         raise SettingsError(msg)
 
 
 class GatewayCredential:
     def __init__(self, settings: Settings) -> None:
-        self._secret = _signing_secret(settings)
+        self._key = _signing_key(settings)
         self._api_key = _plain_key(settings)
         self._headers: dict[str, str] = {}
         self._expires = 0.0
 
     def headers(self) -> dict[str, str]:
         """Headers that authenticate the gateway to a service (renewed before they expire)."""
-        if not self._secret:
+        if self._key is None:
             return {API_KEY_HEADER: self._api_key} if self._api_key else {}
         now = time.time()
         if now > self._expires - RENEW_BEFORE_S:
-            token = mint_token(self._secret, SUBJECT, [READ, ADMIN], LIFETIME_S)
+            kid, secret = self._key
+            token = mint_token(secret, SUBJECT, [READ, ADMIN], LIFETIME_S, kid=kid)
             self._headers = {"Authorization": f"Bearer {token}"}
             self._expires = now + LIFETIME_S
         return self._headers

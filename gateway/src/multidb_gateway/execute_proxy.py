@@ -26,7 +26,6 @@ from multidb.errors import (
     BadGatewayError,
     BadRequestError,
     DatabaseUnavailableError,
-    ForbiddenError,
     MultiDBError,
     NotFoundError,
     TimeoutExceededError,
@@ -123,15 +122,14 @@ async def forward_execute(
         principal = runtime.authenticator.authenticate(
             request.headers.get("authorization"), request.headers.get(auth.API_KEY_HEADER)
         )
-        if auth.EXECUTE not in principal.scopes:
-            raise ForbiddenError(f"this needs the '{auth.EXECUTE}' scope")
+        auth.require(principal, auth.EXECUTE, name)
         if name not in runtime.roles:
             raise NotFoundError(runtime.unknown(name))
         body = await request.body()
         query = decode_request(body)
         limits = runtime.execute_limits
         check_request(query, limits)
-        auth.check_write(principal, query.read_only)
+        auth.check_write(principal, query.read_only, name)
         # Longer than the service may take, so a statement that times out comes back as
         # the service's own 504 problem, not as the gateway's.
         timeout_ms = limits.longest_ms + runtime.settings.service_timeout_ms

@@ -182,12 +182,15 @@ class HealthMonitor:
                 error = cached.report.get("error")
                 log.warning("role unhealthy", extra={"target_role": role, "error": error})
 
-    def snapshot(self) -> tuple[bool, dict[str, dict[str, Any]]]:
-        """Every role's latest health with its ``age_s``; unchecked or stale roles are unhealthy."""
+    def snapshot(
+        self, roles: Iterable[str] | None = None
+    ) -> tuple[bool, dict[str, dict[str, Any]]]:
+        """The latest health of ``roles`` (default: every role) with its ``age_s``; unchecked
+        or stale roles are unhealthy."""
         now = time.monotonic()
         body: dict[str, dict[str, Any]] = {}
         healthy = True
-        for role in self.roles:
+        for role in self.roles if roles is None else roles:
             cached = self._latest.get(role)
             if cached is None:
                 body[role] = {"database": role, "status": UNHEALTHY, "error": "not checked yet"}

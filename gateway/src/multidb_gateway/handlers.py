@@ -24,6 +24,19 @@ from multidb_gateway.runtime import GatewayRuntime, forward_headers
 NO_AUTH = {"exclude_from_auth": True}
 JSON = "application/json"
 _encode = msgspec.json.Encoder().encode
+# Where the per-database routes find the database their scope is for.
+NAMED = auth.PATH_PREFIX + "name"
+SEEN = auth.ANY_DATABASE
+
+
+def filtered(summary: str, scope: str = auth.READ, verb: str = "read") -> str:
+    """The OpenAPI ``description`` of an aggregate: what it is, and that it filters."""
+    rule = (
+        f"Filtered, not refused: only the databases the caller may {verb} "
+        f"(`{scope}` for every database, or `{scope}:<role>` for each role) are included; "
+        f"a caller who may {verb} none of the configured databases gets 403."
+    )
+    return f"{summary}\n\n{rule}"
 
 
 class Configured(msgspec.Struct):
@@ -101,63 +114,105 @@ async def readyz(state: State) -> dict[str, Any]:
 @get(
     "/database/health",
     tags=["database"],
-    **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503)),
+    **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503), database=SEEN),
+    description=filtered(
+        "Every role's health, checked live and concurrently; 503 when any is unhealthy."
+    ),
 )
 async def health_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, HealthReport]]:
     """Every role's health, checked live and concurrently; 503 when any is unhealthy."""
     runtime = _runtime(state)
-    answers = await runtime.fleet.ask_all("health", runtime.roles, forward_headers(request))
+    roles = runtime.visible(request, auth.READ)
+    answers = await runtime.fleet.ask_all("health", roles, forward_headers(request))
     return _aggregate(answers, strict=True)  # type: ignore[return-value]
 
 
 @get(
     "/database/health/cached",
     tags=["database"],
-    **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503)),
+    **protected(auth.READ, answers=_same_body(dict[str, HealthReport], 503), database=SEEN),
+    description=filtered(
+        "Every role's latest background check (refreshed about every second), with `age_s`; "
+        "503 when any is unhealthy."
+    ),
 )
-async def health_cached(state: State) -> Response[dict[str, dict[str, Any]]]:
+async def health_cached(
+    request: Request[Any, Any, Any], state: State
+) -> Response[dict[str, dict[str, Any]]]:
     """Every role's latest background check (refreshed about every second), with ``age_s``."""
-    healthy, body = _runtime(state).monitor.snapshot()
+    runtime = _runtime(state)
+    healthy, body = runtime.monitor.snapshot(runtime.visible(request, auth.READ))
     return Response(body, status_code=200 if healthy else 503)
 
 
-@get("/database/stats", tags=["database"], **protected(auth.READ))
+@get(
+    "/database/stats",
+    tags=["database"],
+    **protected(auth.READ, database=SEEN),
+    description=filtered(
+        "Every role's statistics; a role whose service or database is down is `unavailable`."
+    ),
+)
 async def stats_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, StatsReport]]:
     """Every role's statistics; a role whose service or database is down is ``unavailable``."""
     runtime = _runtime(state)
-    answers = await runtime.fleet.ask_all("stats", runtime.roles, forward_headers(request))
+    roles = runtime.visible(request, auth.READ)
+    answers = await runtime.fleet.ask_all("stats", roles, forward_headers(request))
     return _aggregate(answers, strict=False)  # type: ignore[return-value]
 
 
-@get("/database/configured", tags=["database"], **protected(auth.READ))
-async def configured(state: State) -> Configured:
-    return Configured(databases=_runtime(state).roles)
+@get(
+    "/database/configured",
+    tags=["database"],
+    **protected(auth.READ, database=SEEN),
+    description=filtered("The configured databases."),
+)
+async def configured(request: Request[Any, Any, Any], state: State) -> Configured:
+    """The configured databases."""
+    return Configured(databases=_runtime(state).visible(request, auth.READ))
 
 
-@get("/database/models", tags=["database"], **protected(auth.READ))
-async def models_all(state: State) -> dict[str, list[str]]:
+@get(
+    "/database/models",
+    tags=["database"],
+    **protected(auth.READ, database=SEEN),
+    description=filtered("Each configured database's models."),
+)
+async def models_all(request: Request[Any, Any, Any], state: State) -> dict[str, list[str]]:
+    """Each configured database's models."""
     runtime = _runtime(state)
-    return {role: runtime.router.get_models_for_database(role) for role in runtime.roles}
+    return {
+        role: runtime.router.get_models_for_database(role)
+        for role in runtime.visible(request, auth.READ)
+    }
 
 
-@get("/database/backup/info", tags=["database"], **protected(auth.ADMIN))
+@get(
+    "/database/backup/info",
+    tags=["database"],
+    **protected(auth.ADMIN, database=SEEN),
+    description=filtered(
+        "Where every database lives; urls redacted, never a password.", auth.ADMIN, "administer"
+    ),
+)
 async def backup_all(
     request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, BackupInfo]]:
     """Where every database lives; urls redacted, never a password."""
     runtime = _runtime(state)
-    answers = await runtime.fleet.ask_all("backup", runtime.roles, forward_headers(request))
+    roles = runtime.visible(request, auth.ADMIN)
+    answers = await runtime.fleet.ask_all("backup", roles, forward_headers(request))
     return _aggregate(answers, strict=False)  # type: ignore[return-value]
 
 
 @get(
     "/database/{name:str}/health",
     tags=["database"],
-    **protected(auth.READ, 404, answers=_same_body(HealthReport, 502, 503, 504)),
+    **protected(auth.READ, 404, answers=_same_body(HealthReport, 502, 503, 504), database=NAMED),
 )
 async def health_one(
     name: FromPath[str], request: Request[Any, Any, Any], state: State
@@ -170,7 +225,7 @@ async def health_one(
 @get(
     "/database/{name:str}/stats",
     tags=["database"],
-    **protected(auth.READ, 404, answers=_same_body(StatsReport, 502, 503, 504)),
+    **protected(auth.READ, 404, answers=_same_body(StatsReport, 502, 503, 504), database=NAMED),
 )
 async def stats_one(
     name: FromPath[str], request: Request[Any, Any, Any], state: State
@@ -180,7 +235,7 @@ async def stats_one(
     return _single(answer)  # type: ignore[return-value]
 
 
-@get("/database/{name:str}/models", tags=["database"], **protected(auth.READ, 404))
+@get("/database/{name:str}/models", tags=["database"], **protected(auth.READ, 404, database=NAMED))
 async def models_one(name: FromPath[str], state: State) -> ModelsReport:
     runtime = _runtime(state)
     return ModelsReport(
@@ -199,7 +254,11 @@ async def models_one(name: FromPath[str], state: State) -> ModelsReport:
 async def execute(
     name: FromPath[str], request: Request[Any, Any, Any], state: State
 ) -> Response[ExecuteResult]:
-    """Forward one statement to the role's service; exactly one audit record either way."""
+    """Forward one statement to the role's service; exactly one audit record either way.
+
+    Needs `db:execute` (or `db:execute:<name>`), and to write (`read_only: false`)
+    `db:write` (or `db:write:<name>`) as well.
+    """
     return await forward_execute(_runtime(state), name, request)  # type: ignore[return-value]
 
 

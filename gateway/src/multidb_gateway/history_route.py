@@ -1,8 +1,10 @@
 """``GET /database/{name}/stats/history``: a role's stats history, from the analytics role.
 
-The gateway checks the caller's ``db:read`` and the role's name (404 when unknown), then
+The gateway checks the caller's ``db:read`` on that database (``db:read`` or
+``db:read:<name>``) and the role's name (404 when unknown), then
 asks the analytics service's ``GET /stats/history`` with the caller's own credentials,
-as for every call made on a caller's behalf, so the service checks the caller too. The
+as for every call made on a caller's behalf, so the service checks the caller too (its
+route checks the scope on the database it is asked about, not on analytics). The
 parameters are typed here (so the OpenAPI document says what they are, and a malformed
 one is the gateway's 400); the analytics service checks the range and step, and its 400
 (with its message) is passed on. Its answer is decoded into :class:`~multidb.wire.StatsHistory`
@@ -55,7 +57,7 @@ def _timestamp(name: str, text: str) -> datetime:
 @get(
     "/database/{name:str}/stats/history",
     tags=["database"],
-    **protected(auth.READ, 400, 404, 502, 503, 504),
+    **protected(auth.READ, 400, 404, 502, 503, 504, database=auth.PATH_PREFIX + "name"),
 )
 async def stats_history(
     name: FromPath[str],

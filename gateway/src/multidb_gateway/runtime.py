@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request
+from litestar.exceptions import PermissionDeniedException
 
 from multidb import auth
 from multidb.execute import ExecuteLimits
@@ -80,9 +81,7 @@ class GatewayRuntime:
         self.router = router
         self.roles = list(settings.services)
         self.execute_limits = ExecuteLimits.from_settings(settings.core)
-        self.authenticator = auth.Authenticator(
-            settings.core.jwt_secret, settings.core.api_keys, settings.core.service_secret
-        )
+        self.authenticator = auth.Authenticator.from_settings(settings.core)
         self.credential = GatewayCredential(settings.core)
         self.metrics = metrics or GatewayMetrics()
         self.metrics.access = settings.core.metrics_access
@@ -107,6 +106,21 @@ class GatewayRuntime:
 
     def unknown(self, name: str) -> str:
         return f"unknown database {name!r}; configured: {', '.join(self.roles) or 'none'}"
+
+    def visible(self, request: Request[Any, Any, Any], scope: str) -> list[str]:
+        """The configured roles whose database the caller holds ``scope`` on, in order.
+
+        An aggregate shows these and no other; a caller with none is refused (403).
+        """
+        principal: auth.Principal = request.user
+        allowed = principal.roles_allowed(scope, self.roles)
+        if not allowed:
+            msg = (
+                f"this needs the '{scope}' scope on at least one configured database "
+                f"('{scope}' or '{scope}:<role>')"
+            )
+            raise PermissionDeniedException(msg)
+        return allowed
 
     def _sender(self, role: str, path: str, what: str) -> Send:
         """Delivers one batch to ``role``'s ``path``; only its 200 counts as delivered."""

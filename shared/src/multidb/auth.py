@@ -2,10 +2,13 @@
 
 Every handler declares the scope it needs in its ``opt`` (:func:`needs`). Scopes:
 ``db:read`` (health, stats, models, configured), ``db:execute`` (run a query),
-``db:write`` (run it outside a read-only transaction), ``db:admin`` (connection details).
-An API key from ``API_KEYS`` holds every scope. Keys may be stored as ``sha256:<hex>``;
-they are always compared in constant time. Missing, invalid or expired credentials are
-401; a missing scope is 403.
+``db:write`` (run it outside a read-only transaction), ``db:admin`` (connection details),
+each for every database or, as ``db:<action>:<role>``, for one (:mod:`multidb.scopes`).
+An API key from ``API_KEYS`` holds every scope; a key of ``MULTI_DB_API_KEYS_FILE`` holds
+its entry's scopes (:mod:`multidb.api_keys`). Keys may be stored as ``sha256:<hex>``;
+they are always compared in constant time. Tokens are chosen a secret by their ``kid``
+(:mod:`multidb.jwt_keys`). Missing, invalid or expired credentials are 401; a missing
+scope is 403.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import contextlib
 import hashlib
 import hmac
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import msgspec
@@ -26,34 +30,79 @@ from litestar.middleware.authentication import (
     AuthenticationResult,
 )
 
-READ = "db:read"
-EXECUTE = "db:execute"
-WRITE = "db:write"
-ADMIN = "db:admin"
-ALL_SCOPES = frozenset({READ, EXECUTE, WRITE, ADMIN})
+from multidb import scopes as _scopes_module
+from multidb.api_keys import KeysFile, NamedKey
+from multidb.scopes import describe_needed, known_scopes, unknown_scopes
+
+if TYPE_CHECKING:
+    from multidb.settings import Settings
+
+READ = _scopes_module.READ
+EXECUTE = _scopes_module.EXECUTE
+WRITE = _scopes_module.WRITE
+ADMIN = _scopes_module.ADMIN
+# What a key of API_KEYS holds: every action on every database.
+ALL_SCOPES = _scopes_module.ACTIONS
 JWT_ALGORITHM = "HS256"
 API_KEY_HEADER = "X-API-Key"
 SCOPE_OPT = "scope"
+DATABASE_OPT = "scope_database"
+# Where a route finds the database its scope is for (see :func:`needs`).
+ANY_DATABASE = "any"
+PATH_PREFIX = "path:"
+QUERY_PREFIX = "query:"
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    """An authenticated caller: who (``subject``), how (``method``) and what they may do."""
+    """An authenticated caller: who (``subject``), how (``method``) and what they may do.
+
+    ``scopes`` holds what was granted, as granted: ``db:read`` (every database) and
+    ``db:read:analytics`` (one) alike.
+    """
 
     subject: str
     method: str
     scopes: frozenset[str]
 
+    def allows(self, action_scope: str, role: str | None) -> bool:
+        """``action_scope`` (``db:read``) on ``role``'s database; with ``role`` None, on
+        every database (the bare scope)."""
+        if action_scope in self.scopes:
+            return True
+        return role is not None and f"{action_scope}:{role}" in self.scopes
+
+    def roles_allowed(self, action_scope: str, roles: Iterable[str]) -> list[str]:
+        """The entries of ``roles`` whose database ``action_scope`` is allowed on, in order."""
+        return [role for role in roles if self.allows(action_scope, role)]
+
+    def allows_somewhere(self, action_scope: str) -> bool:
+        """``action_scope`` on at least one database (any role, or all)."""
+        prefix = f"{action_scope}:"
+        return action_scope in self.scopes or any(s.startswith(prefix) for s in self.scopes)
+
 
 class Authenticator:
-    """Checks credentials against ``JWT_SECRET``, ``MULTI_DB_SERVICE_SECRET`` and ``API_KEYS``.
+    """Checks credentials against the JWT secrets, ``API_KEYS`` and the keys file.
 
-    A token signed with either secret is accepted: ``JWT_SECRET`` signs the tokens of
-    people and clients, ``MULTI_DB_SERVICE_SECRET`` those the gateway mints for its own
-    calls to the services, which must work even when ``API_KEYS`` holds only hashes.
+    A token without ``kid`` signed with ``JWT_SECRET`` or ``MULTI_DB_SERVICE_SECRET`` is
+    accepted: ``JWT_SECRET`` signs the tokens of people and clients,
+    ``MULTI_DB_SERVICE_SECRET`` those the gateway mints for its own calls to the services,
+    which must work even when ``API_KEYS`` holds only hashes. When ``jwt_keys``
+    (``JWT_SECRETS``) is configured, a token with a ``kid`` is checked against that entry
+    only, and one whose ``kid`` is in no entry is refused.
     """
 
-    def __init__(self, jwt_secret: str, api_keys: Iterable[str], service_secret: str = "") -> None:
+    def __init__(
+        self,
+        jwt_secret: str,
+        api_keys: Iterable[str],
+        service_secret: str = "",
+        *,
+        jwt_keys: Mapping[str, str] | None = None,
+        keys_file: KeysFile | None = None,
+    ) -> None:
         self._secrets = [secret for secret in (jwt_secret, service_secret) if secret]
+        self._by_kid = dict(jwt_keys or {})
         self._plain: list[bytes] = []
         self._hashed: list[bytes] = []
         for key in api_keys:
@@ -61,6 +110,41 @@ class Authenticator:
                 self._hashed.append(bytes.fromhex(key.removeprefix("sha256:")))
             else:
                 self._plain.append(key.encode())
+        self._keys_file = keys_file
+        self._named_from: tuple[NamedKey, ...] = ()
+        self._named: list[tuple[bytes, Principal]] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Authenticator:
+        """The authenticator of a process with ``settings`` (reads the keys file, if any)."""
+        keys_file = KeysFile(Path(settings.api_keys_file)) if settings.api_keys_file else None
+        return cls(
+            settings.jwt_secret,
+            settings.api_keys,
+            settings.service_secret,
+            jwt_keys=settings.jwt_keys,
+            keys_file=keys_file,
+        )
+
+    def _named_keys(self) -> list[tuple[bytes, Principal]]:
+        """``(digest, principal)`` of every key of the keys file, as it is now."""
+        if self._keys_file is None:
+            return self._named
+        current = self._keys_file.keys()
+        if current is not self._named_from:
+            self._named = [
+                (
+                    bytes.fromhex(key.sha256),
+                    Principal(
+                        subject=f"api-key:{key.name}",
+                        method="api_key",
+                        scopes=frozenset(key.scopes),
+                    ),
+                )
+                for key in current
+            ]
+            self._named_from = current
+        return self._named
 
     def from_api_key(self, presented: str) -> Principal:
         given = presented.encode()
@@ -71,6 +155,12 @@ class Authenticator:
             matched |= hmac.compare_digest(key, given)
         for key in self._hashed:
             matched |= hmac.compare_digest(key, digest)
+        named: Principal | None = None
+        for stored, principal in self._named_keys():
+            if hmac.compare_digest(stored, digest):
+                named = principal
+        if named is not None:
+            return named
         if not matched:
             raise NotAuthorizedException("invalid API key")
         return Principal(
@@ -78,8 +168,11 @@ class Authenticator:
         )
 
     def from_jwt(self, token: str) -> Principal:
-        if not self._secrets:
-            msg = "JWT authentication is not configured (no JWT_SECRET or MULTI_DB_SERVICE_SECRET)"
+        if not self._secrets and not self._by_kid:
+            msg = (
+                "JWT authentication is not configured "
+                "(no JWT_SECRET, JWT_SECRETS or MULTI_DB_SERVICE_SECRET)"
+            )
             raise NotAuthorizedException(msg)
         try:
             claims = self._claims(token)
@@ -90,6 +183,22 @@ class Authenticator:
         return Principal(subject=str(claims["sub"]), method="jwt", scopes=_scopes(claims))
 
     def _claims(self, token: str) -> dict[str, Any]:
+        kid = jwt.get_unverified_header(token).get("kid")
+        # Without JWT_SECRETS a kid means nothing here, as before rotation existed: the
+        # token is checked against JWT_SECRET (and the service secret) whatever it says.
+        if kid is not None and self._by_kid:
+            secret = self._by_kid.get(kid) if isinstance(kid, str) else None
+            if secret is None:
+                shown = repr(kid)[:70]
+                msg = (
+                    f"unknown key id (kid) {shown}: no secret of JWT_SECRETS has it "
+                    "(its secret was removed, or the token comes from elsewhere)"
+                )
+                raise NotAuthorizedException(f"invalid token: {msg}")
+            return _decode(token, secret)
+        if not self._secrets:
+            msg = "invalid token: it has no key id (kid), and no JWT_SECRET is configured"
+            raise NotAuthorizedException(msg)
         *others, last = self._secrets
         for secret in others:
             with contextlib.suppress(jwt.InvalidSignatureError):
@@ -125,18 +234,31 @@ def _scopes(claims: dict[str, Any]) -> frozenset[str]:
     items = raw.split() if isinstance(raw, str) else raw
     if not isinstance(items, list | tuple):
         raise NotAuthorizedException("invalid token: 'scopes' must be a list or a string")
-    return frozenset(str(item) for item in items) & ALL_SCOPES
+    return known_scopes(str(item) for item in items)
 
 
-def mint_token(secret: str, subject: str, scopes: Iterable[str], lifetime_s: int = 3600) -> str:
-    """A signed JWT for ``subject`` holding ``scopes``, valid for ``lifetime_s`` seconds."""
-    unknown = set(scopes) - ALL_SCOPES
+def mint_token(
+    secret: str,
+    subject: str,
+    scopes: Iterable[str],
+    lifetime_s: int = 3600,
+    *,
+    kid: str | None = None,
+) -> str:
+    """A signed JWT for ``subject`` holding ``scopes``, valid for ``lifetime_s`` seconds.
+
+    ``scopes`` may name databases (``db:execute:analytics``); ``kid`` goes in the header
+    (the key id of ``secret`` in ``JWT_SECRETS``).
+    """
+    scopes = list(scopes)
+    unknown = unknown_scopes(scopes)
     if unknown:
-        msg = f"unknown scope(s): {', '.join(sorted(unknown))}"
+        msg = f"unknown scope(s): {', '.join(unknown)}"
         raise ValueError(msg)
     now = int(time.time())
-    claims = {"sub": subject, "scopes": sorted(scopes), "iat": now, "exp": now + lifetime_s}
-    return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM)
+    claims = {"sub": subject, "scopes": sorted(set(scopes)), "iat": now, "exp": now + lifetime_s}
+    headers = {"kid": kid} if kid is not None else None
+    return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM, headers=headers)
 
 
 class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
@@ -149,23 +271,61 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
         principal = authenticator.authenticate(
             connection.headers.get("authorization"), connection.headers.get(API_KEY_HEADER)
         )
-        required = connection.route_handler.opt.get(SCOPE_OPT)
-        if required and required not in principal.scopes:
-            raise PermissionDeniedException(f"this needs the '{required}' scope")
+        opt = connection.route_handler.opt
+        required = opt.get(SCOPE_OPT)
+        if required:
+            where = opt.get(DATABASE_OPT)
+            if where == ANY_DATABASE:
+                if not principal.allows_somewhere(required):
+                    msg = f"this needs the '{required}' scope, on at least one database"
+                    raise PermissionDeniedException(msg)
+            else:
+                require(principal, required, _database_of(connection, where))
         return AuthenticationResult(user=principal, auth=principal)
 
 
-def check_write(principal: Principal, read_only: bool) -> None:
-    """Refuse (403) an execute that asks to write without the ``db:write`` scope."""
-    if not read_only and WRITE not in principal.scopes:
-        raise PermissionDeniedException(f"read_only: false needs the '{WRITE}' scope")
+def _database_of(connection: ASGIConnection[Any, Any, Any, Any], where: str | None) -> str | None:
+    """The role a route's scope is for: named by a path or query parameter, else the app's
+    own (``state.scope_role``: a role service's role; none on the gateway)."""
+    if where is None:
+        role: str | None = getattr(connection.app.state, "scope_role", None)
+        return role
+    if where.startswith(PATH_PREFIX):
+        value = connection.path_params.get(where.removeprefix(PATH_PREFIX))
+    else:
+        value = connection.query_params.get(where.removeprefix(QUERY_PREFIX))
+    # A request that names no database needs the scope on every database.
+    return str(value) if value else None
 
 
-def needs(scope: str) -> dict[str, str]:
+def require(principal: Principal, action_scope: str, role: str | None) -> None:
+    """Refuse (403) unless ``principal`` holds ``action_scope`` on ``role``'s database (on
+    every database when ``role`` is None). Any action, ``ingest:write`` included."""
+    if not principal.allows(action_scope, role):
+        where = "" if role is None else f" on database {role!r}"
+        msg = f"this needs the {describe_needed(action_scope, role)} scope{where}"
+        raise PermissionDeniedException(msg)
+
+
+def check_write(principal: Principal, read_only: bool, role: str) -> None:
+    """Refuse (403) an execute on ``role`` that asks to write without ``db:write`` there."""
+    if not read_only and not principal.allows(WRITE, role):
+        msg = f"read_only: false needs the {describe_needed(WRITE, role)} scope"
+        raise PermissionDeniedException(msg)
+
+
+def needs(scope: str, database: str | None = None) -> dict[str, str]:
     """Route ``opt`` declaring the scope a handler needs: ``@get(..., opt=needs(READ))``.
 
+    ``database`` says which database the scope is for: ``"path:name"`` or
+    ``"query:database"`` (that parameter names the role), :data:`ANY_DATABASE` (the
+    handler shows only the databases the caller may see, and refuses a caller with none),
+    or None: the app's own role on a role service, every database on the gateway.
     The authentication middleware checks it right after authenticating. (A declarative
     ``opt`` rather than a Litestar guard: guards copy the route handler on every call,
     measured at ~6% of a health check's CPU.)
     """
-    return {SCOPE_OPT: scope}
+    opt = {SCOPE_OPT: scope}
+    if database is not None:
+        opt[DATABASE_OPT] = database
+    return opt

@@ -3,7 +3,8 @@
     multidb migrate [ROLE ...]      upgrade to head (or --revision REV, --downgrade REV, --status)
     multidb roles                   discovered roles: port, database, models, configured
     multidb health                  the fleet's health through the gateway, as a table
-    multidb token --scopes S,...    mint a JWT signed with JWT_SECRET
+    multidb token --scopes S,...    mint a JWT (newest JWT_SECRETS entry and its kid, or JWT_SECRET)
+    multidb key create|list|revoke  named API keys with scopes (MULTI_DB_API_KEYS_FILE)
 
 Plugins add commands: the development stack adds ``multidb up`` (what ``make run`` does),
 the logging role ``multidb audit verify`` (the audit trail's hash chains).
@@ -24,11 +25,13 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from multidb import migrations
+from multidb import key_command, migrations
 from multidb.auth import ALL_SCOPES, API_KEY_HEADER, mint_token
+from multidb.jwt_keys import jwt_keys_from_env, signing_key
 from multidb.logs import configure_logging
 from multidb.plugins import get_plugin_manager, get_roles
 from multidb.roles import RoleSpec
+from multidb.scopes import scope_roles
 from multidb.settings import (
     GATEWAY_PORT,
     DatabaseSettings,
@@ -143,9 +146,21 @@ def _credentials_headers(env: dict[str, str]) -> dict[str, str]:
     ]
     if keys:
         return {API_KEY_HEADER: keys[0]}
-    if env.get("JWT_SECRET"):
-        return {"Authorization": f"Bearer {mint_token(env['JWT_SECRET'], 'cli', ['db:read'], 60)}"}
+    found = _signing_key(env)
+    if found is not None:
+        kid, secret = found
+        token = mint_token(secret, "cli", ["db:read"], 60, kid=kid)
+        return {"Authorization": f"Bearer {token}"}
     return {}
+
+
+def _signing_key(env: dict[str, str]) -> tuple[str | None, str] | None:
+    """``(kid, secret)`` new tokens are signed with; :class:`SettingsError` if misconfigured."""
+    try:
+        keys = jwt_keys_from_env(env)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return signing_key(keys.legacy, keys.by_kid)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -189,13 +204,22 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as resources:
-        secret = command_environment(resources).get("JWT_SECRET", "")
-    if not secret:
-        print("JWT_SECRET is not set (environment, .env, or run `make run` once)", file=sys.stderr)
+        found = _signing_key(command_environment(resources))
+    if found is None:
+        msg = "neither JWT_SECRETS nor JWT_SECRET is set (environment, .env, or `make run` once)"
+        print(msg, file=sys.stderr)
         return 2
+    kid, secret = found
     scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
+    installed = get_roles()
+    strangers = [role for role in scope_roles(scopes) if role not in installed]
+    if strangers:
+        named = ", ".join(map(repr, strangers))
+        msg = f"no installed role named {named} (installed: {', '.join(installed)})"
+        print(msg, file=sys.stderr)
+        return 2
     try:
-        print(mint_token(secret, args.subject, scopes, args.lifetime))
+        print(mint_token(secret, args.subject, scopes, args.lifetime, kid=kid))
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -225,11 +249,15 @@ def parser() -> argparse.ArgumentParser:
     health.set_defaults(run=cmd_health)
     token = commands.add_parser("token", help="mint a JWT")
     token.add_argument(
-        "--scopes", default="db:read", help=f"comma-separated, of {', '.join(sorted(ALL_SCOPES))}"
+        "--scopes",
+        default="db:read",
+        help=f"comma-separated, of {', '.join(sorted(ALL_SCOPES))}, each alone (every "
+        "database) or followed by ':<role>' (that database)",
     )
     token.add_argument("--lifetime", type=int, default=3600, help="seconds (default 3600)")
     token.add_argument("--subject", default="cli", help="the token's 'sub' claim")
     token.set_defaults(run=cmd_token)
+    key_command.register(commands)
     get_plugin_manager().hook.multidb_cli_commands(commands=commands)
     return root
 

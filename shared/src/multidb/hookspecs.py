@@ -69,9 +69,12 @@ def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | Non
     Called once when the role's service app is built. Return Litestar route handlers,
     controllers or routers; they are mounted at the service's root, need authentication,
     and need the ``db:read`` scope unless they declare another with
-    ``opt=multidb.auth.needs(...)``. Handlers may take ``state: State``: ``state.runtime``
-    is the role's :class:`~multidb.service.runtime.RoleRuntime` (its ``admin`` asyncpg pool
-    runs fixed statements; leave no session state behind on its connections).
+    ``opt=multidb.auth.needs(...)``; a scope is checked for the service's own role
+    (``db:read`` or ``db:read:<role>``) unless ``needs(scope, database=...)`` names the
+    parameter that says which database the route is about. Handlers may take
+    ``state: State``: ``state.runtime`` is the role's
+    :class:`~multidb.service.runtime.RoleRuntime` (its ``admin`` asyncpg pool runs fixed
+    statements; leave no session state behind on its connections).
     """
 
 

@@ -26,7 +26,6 @@ import asyncpg
 from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.enums import ScopeType
-from litestar.exceptions import PermissionDeniedException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
@@ -61,8 +60,8 @@ def scrape_allowed(request: Request[Any, Any, Any], access: str) -> None:
     principal = authenticator.authenticate(
         request.headers.get("authorization"), request.headers.get(auth.API_KEY_HEADER)
     )
-    if auth.READ not in principal.scopes:
-        raise PermissionDeniedException(f"this needs the '{auth.READ}' scope")
+    # A role service's own role; on the gateway (every role's figures), every database.
+    auth.require(principal, auth.READ, getattr(request.app.state, "scope_role", None))
 
 
 # Outside the OpenAPI document: it is Prometheus's text format, not the JSON API, and its

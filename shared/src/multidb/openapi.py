@@ -37,7 +37,7 @@ SECURITY: list[SecurityRequirement] = [{BEARER: []}, {API_KEY: []}]
 WHY = {
     400: "malformed input, or an SQL error (with `sqlstate`)",
     401: "missing, invalid or expired credentials",
-    403: "a scope the credentials do not hold, or a plugin's refusal",
+    403: "a scope the credentials do not hold (on this database), or a plugin's refusal",
     404: "no such database role is configured",
     413: "the request body is larger than MULTI_DB_REQUEST_MAX_BYTES",
     429: "this caller already runs as many statements as it may (see Retry-After)",
@@ -69,17 +69,21 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
 
 
 def protected(
-    scope: str | None, *statuses: int, answers: dict[int, ResponseSpec] | None = None
+    scope: str | None,
+    *statuses: int,
+    answers: dict[int, ResponseSpec] | None = None,
+    database: str | None = None,
 ) -> dict[str, Any]:
     """Route keyword arguments of an authenticated route that needs ``scope``.
 
     Declares the scope (checked by the authentication middleware; None when the handler
-    checks it itself), the security schemes, and what else it may answer: a problem for
-    401, 403 and each of ``statuses``, and ``answers`` (say, a 503 with the same body).
+    checks it itself) and which ``database`` it is for (see :func:`multidb.auth.needs`),
+    the security schemes, and what else it may answer: a problem for 401, 403 and each of
+    ``statuses``, and ``answers`` (say, a 503 with the same body).
     """
     documented = problems(401, 403, *statuses)
     documented.update(answers or {})
-    opt = needs(scope) if scope else {"exclude_from_auth": True}
+    opt = needs(scope, database) if scope else {"exclude_from_auth": True}
     return {"opt": opt, "security": SECURITY, "responses": documented}
 
 
@@ -94,13 +98,20 @@ def config(title: str) -> OpenAPIConfig:
                     type="http",
                     scheme="bearer",
                     bearer_format="JWT",
-                    description="a token from `multidb token` (HS256, `sub`, `scopes`, `exp`)",
+                    description=(
+                        "a token from `multidb token` (HS256; `sub`, `scopes`, `exp`; "
+                        "`kid` in the header names its secret in JWT_SECRETS). A scope is "
+                        "`db:<action>` (every database) or `db:<action>:<role>` (one)"
+                    ),
                 ),
                 API_KEY: SecurityScheme(
                     type="apiKey",
                     name=API_KEY_HEADER,
                     security_scheme_in="header",
-                    description="a key from API_KEYS (holds every scope)",
+                    description=(
+                        "a key from API_KEYS (holds every scope), or one made by "
+                        "`multidb key create` (MULTI_DB_API_KEYS_FILE: holds its own scopes)"
+                    ),
                 ),
             }
         ),

@@ -19,6 +19,8 @@ import msgspec
 from dotenv import dotenv_values
 from sqlalchemy.engine import URL
 
+from multidb.api_keys import KeysFileError, load_keys
+from multidb.jwt_keys import jwt_keys_from_env
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
 
@@ -112,8 +114,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     metrics_sample_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     metrics_access: Literal["loopback", "credential"] = "loopback"
     jwt_secret: str = ""
+    # kid -> secret, newest first (JWT_SECRETS); see multidb.jwt_keys.
+    jwt_keys: dict[str, str] = msgspec.field(default_factory=dict)
     service_secret: InternalSecret = ""
     api_keys: tuple[str, ...] = ()
+    # MULTI_DB_API_KEYS_FILE: named keys with their scopes; see multidb.api_keys.
+    api_keys_file: str = ""
 
     def __repr__(self) -> str:
         return f"Settings(databases={sorted(self.databases)}, routing={self.routing})"
@@ -203,6 +209,25 @@ def _routing(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> dict[str,
     return routing
 
 
+def _access_secrets(env: Mapping[str, str]) -> dict[str, Any]:
+    """The JWT secrets (variables or files) and the API keys file, checked at start-up."""
+    try:
+        keys = jwt_keys_from_env(env)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    found: dict[str, Any] = {"jwt_keys": keys.by_kid}
+    if keys.legacy:
+        found["jwt_secret"] = keys.legacy
+    keys_file = env.get("MULTI_DB_API_KEYS_FILE", "").strip()
+    if keys_file:
+        try:
+            load_keys(Path(keys_file))
+        except KeysFileError as exc:
+            raise SettingsError(f"MULTI_DB_API_KEYS_FILE: {exc}") from None
+        found["api_keys_file"] = keys_file
+    return found
+
+
 def load_settings(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> Settings:
     """Parse ``env`` into :class:`Settings` for ``roles``; raise :class:`SettingsError`."""
     databases = {}
@@ -220,6 +245,7 @@ def load_settings(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> Sett
     raw["databases"] = databases
     raw["routing"] = _routing(env, roles)
     raw["api_keys"] = [key.strip() for key in env.get("API_KEYS", "").split(",") if key.strip()]
+    raw.update(_access_secrets(env))
     result: Settings = convert_env(raw, Settings, {field: var for var, field in GLOBAL_VARIABLES})
     return result
 

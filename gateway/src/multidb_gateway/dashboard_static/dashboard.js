@@ -371,7 +371,8 @@
     const table = $("audit");
     if (answer.status === 403) {
       note.textContent =
-        "The audit panel needs the db:admin scope; this credential does not have it.";
+        "The audit panel needs the db:admin scope (or db:admin:<role> for some databases); " +
+        "this credential has neither.";
       table.hidden = true;
       return;
     }

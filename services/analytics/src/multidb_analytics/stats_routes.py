@@ -97,7 +97,12 @@ async def record_samples(
     return SamplesReceipt(received=len(data), inserted=affected_rows(status))
 
 
-@get("/stats/history", tags=["stats history"], **protected(auth.READ, 400, 503, 504))
+@get(
+    "/stats/history",
+    tags=["stats history"],
+    # The history of a database is that database's to read, wherever it is kept.
+    **protected(auth.READ, 400, 503, 504, database=auth.QUERY_PREFIX + "database"),
+)
 async def stats_history(
     state: State,
     database: Annotated[str | None, Parameter(description="the role, like 'default'")] = None,
@@ -105,7 +110,10 @@ async def stats_history(
     until: Annotated[str | None, Parameter(description="ISO-8601; default: now")] = None,
     step: Annotated[str | None, Parameter(description="seconds per point (>= 1)")] = None,
 ) -> StatsHistory:
-    """A role's stats history, downsampled to ``step`` seconds (at most 2000 points)."""
+    """A role's stats history, downsampled to ``step`` seconds (at most 2000 points).
+
+    Needs `db:read` on the database asked about (`db:read` or `db:read:<database>`).
+    """
     query = parse_query(database, since, until, step)
     runtime: RoleRuntime = state.runtime
     try:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
+from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 
 from multidb import auth, openapi
@@ -42,9 +43,7 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
             raise SettingsError(msg)
         # Read by Litestar on a route's first request, so the setting can arrive here.
         app.request_max_body_size = current.request_max_bytes
-        app.state.authenticator = auth.Authenticator(
-            current.jwt_secret, current.api_keys, current.service_secret
-        )
+        app.state.authenticator = auth.Authenticator.from_settings(current)
         app.state.router = DatabaseRouter(get_roles(), current.routing)
         app.state.head_revision = head_revision(spec)
         metrics.access = current.metrics_access
@@ -88,4 +87,6 @@ def create_role_app(role: str, settings: Settings | None = None) -> Litestar:
         # Litestar's default config would replace the root handler of multidb.logs.
         logging_config=None,
         openapi_config=openapi.config(f"multidb {role} service"),
+        # The database a route's scope is for unless it names another (multidb.auth.needs).
+        state=State({"scope_role": role}),
     )

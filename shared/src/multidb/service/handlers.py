@@ -125,7 +125,7 @@ async def _execute_query(
     runtime = _runtime(state)
     principal = request.user
     with execute_line(log, principal=principal.subject, read_only=data.read_only) as line:
-        auth.check_write(principal, data.read_only)
+        auth.check_write(principal, data.read_only, runtime.spec.name)
         votes = runtime.plugins.hook.multidb_execute_vote(
             role=runtime.spec.name,
             query=data.query,
