@@ -30,6 +30,7 @@ from types import FrameType
 import msgspec
 
 from multidb import migrations
+from multidb.files import write_private
 from multidb.logs import FORMAT_VARIABLE, load_log_settings, resolve_format
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
@@ -71,8 +72,7 @@ def load_credentials(folder: Path) -> Credentials:
             jwt_secret=secrets.token_urlsafe(48),
             service_secret=secrets.token_urlsafe(48),
         )
-    path.write_bytes(msgspec.json.encode(made))
-    path.chmod(0o600)
+    write_private(path, msgspec.json.encode(made))
     return made
 
 
