@@ -1,14 +1,26 @@
 # syntax=docker/dockerfile:1
 #
-# One image for every multidb process: any role's service, its migration step, or the
-# gateway. docker-compose.yml chooses the process with `command:`; alone, the image runs
-# the gateway.
+# One image per role and one for the gateway, each holding only what it runs: its own
+# workspace package, the shared library and their locked third-party dependencies,
+# installed (not editable) into /app/.venv. No image holds the development stack
+# (multidb-devstack, pgserver) or the dev tools; no role image holds another role.
 #
-#   docker build -t multidb:local .
-#   docker run --rm multidb:local python -m multidb.service analytics --host 0.0.0.0
-#   docker run --rm multidb:local multidb migrate analytics
+#   docker build --target analytics -t multidb-analytics:local .
+#   docker run --rm multidb-analytics:local                              # its service
+#   docker run --rm multidb-analytics:local multidb migrate analytics    # its migration step
+#   docker build --target gateway -t multidb-gateway:local .             # (the default target)
 #
-# Checked structurally by tests/unit/test_deployment.py (no Docker engine on the dev machines).
+# The gateway image holds the role packages too: the gateway discovers the roles (names,
+# ports, models for routing) through their `multidb.roles` entry points. A role package
+# depends on nothing but the shared library, so that adds only their own code; the gateway
+# never connects to a database and gets no database password.
+#
+# A new role gets a build stage and a target like the four below (the deployment test
+# fails until it has them). What each image holds, and its size: docs/images.md, made by
+# bench/image_contents.py. Checked structurally by tests/unit/test_deployment.py (no
+# Docker engine on the dev machines).
+
+# ---- the builder: uv, the lock, every workspace member's pyproject.toml ----------------
 
 FROM python:3.11-slim AS builder
 
@@ -24,9 +36,8 @@ ENV UV_PYTHON_DOWNLOADS=0 \
 
 WORKDIR /app
 
-# 1. Third-party dependencies only, exactly as locked. uv needs every workspace member's
-#    pyproject.toml to check the lock; this layer is rebuilt only when one of them or
-#    uv.lock changes, not when the source does. A new workspace member adds a line here.
+# uv checks the lock against every member's pyproject.toml, so all of them are here (a new
+# workspace member adds a line); a target copies the sources of what it installs only.
 COPY pyproject.toml uv.lock ./
 COPY shared/pyproject.toml shared/
 COPY gateway/pyproject.toml gateway/
@@ -35,21 +46,9 @@ COPY services/analytics/pyproject.toml services/analytics/
 COPY services/logging/pyproject.toml services/logging/
 COPY services/archive/pyproject.toml services/archive/
 COPY devstack/pyproject.toml devstack/
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-install-workspace
 
-# 2. The workspace packages (the shared library, every role with its migrations, the gateway).
-COPY shared/src shared/src
-COPY gateway/src gateway/src
-COPY services/default/src services/default/src
-COPY services/analytics/src services/analytics/src
-COPY services/logging/src services/logging/src
-COPY services/archive/src services/archive/src
-COPY devstack/src devstack/src
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev \
- && python -m compileall -q shared/src gateway/src services
 
+# ---- the runtime base: the same interpreter, an unprivileged user ----------------------
 
 FROM python:3.11-slim AS runtime
 
@@ -59,21 +58,99 @@ RUN groupadd --system --gid 10001 multidb \
 
 WORKDIR /app
 
-# The workspace members are installed editable, so the sources stay at the same paths.
-# Everything is owned by root: the app user can read it, not change it.
-COPY --from=builder /app/.venv /app/.venv
-COPY --from=builder /app/shared /app/shared
-COPY --from=builder /app/gateway /app/gateway
-COPY --from=builder /app/services /app/services
-COPY --from=builder /app/devstack /app/devstack
-
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
+# What a target copies in stays owned by root: the app user can read it, not change it.
 USER 10001:10001
 
-# 8000 the gateway; 8001-8004 the default, analytics, logging and archive services.
-EXPOSE 8000-8004
 
+# ---- role: default ----------------------------------------------------------------------
+# Each role in two layers: its third-party dependencies exactly as locked (rebuilt only
+# when a pyproject.toml or uv.lock changes), then the shared library and the role itself.
+
+FROM builder AS build-default
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-install-workspace --package multidb-default
+COPY shared/src shared/src
+COPY services/default/src services/default/src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-editable --package multidb-default
+
+FROM runtime AS default
+COPY --from=build-default /app/.venv /app/.venv
+EXPOSE 8001
+CMD ["python", "-m", "multidb.service", "default", "--host", "0.0.0.0"]
+
+
+# ---- role: analytics ----------------------------------------------------------------------
+
+FROM builder AS build-analytics
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-install-workspace --package multidb-analytics
+COPY shared/src shared/src
+COPY services/analytics/src services/analytics/src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-editable --package multidb-analytics
+
+FROM runtime AS analytics
+COPY --from=build-analytics /app/.venv /app/.venv
+EXPOSE 8002
+CMD ["python", "-m", "multidb.service", "analytics", "--host", "0.0.0.0"]
+
+
+# ---- role: logging ------------------------------------------------------------------------
+
+FROM builder AS build-logging
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-install-workspace --package multidb-logging
+COPY shared/src shared/src
+COPY services/logging/src services/logging/src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-editable --package multidb-logging
+
+FROM runtime AS logging
+COPY --from=build-logging /app/.venv /app/.venv
+EXPOSE 8003
+CMD ["python", "-m", "multidb.service", "logging", "--host", "0.0.0.0"]
+
+
+# ---- role: archive ------------------------------------------------------------------------
+
+FROM builder AS build-archive
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-install-workspace --package multidb-archive
+COPY shared/src shared/src
+COPY services/archive/src services/archive/src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-editable --package multidb-archive
+
+FROM runtime AS archive
+COPY --from=build-archive /app/.venv /app/.venv
+EXPOSE 8004
+CMD ["python", "-m", "multidb.service", "archive", "--host", "0.0.0.0"]
+
+
+# ---- the gateway (last: the target of a plain `docker build .`) ----------------------------
+
+FROM builder AS build-gateway
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-install-workspace --package multidb-gateway \
+        --package multidb-default --package multidb-analytics --package multidb-logging \
+        --package multidb-archive
+COPY shared/src shared/src
+COPY gateway/src gateway/src
+COPY services/default/src services/default/src
+COPY services/analytics/src services/analytics/src
+COPY services/logging/src services/logging/src
+COPY services/archive/src services/archive/src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-editable --package multidb-gateway \
+        --package multidb-default --package multidb-analytics --package multidb-logging \
+        --package multidb-archive
+
+FROM runtime AS gateway
+COPY --from=build-gateway /app/.venv /app/.venv
+EXPOSE 8000
 CMD ["multidb-gateway", "--host", "0.0.0.0"]

@@ -28,8 +28,16 @@ test: sync ## Run the whole test suite (starts its own embedded PostgreSQL)
 migrate: sync ## Migrate every configured role to head (ROLES="a b" for some; see multidb migrate -h)
 	@$(UV) run --locked multidb migrate $(ROLES)
 
+.PHONY: secrets
+secrets: ## docker compose: one random password per database in ./secrets/ (made once, kept)
+	@umask 077 && mkdir -p secrets && chmod 0700 secrets && for role in default analytics logging archive; do \
+		file=secrets/db-$$role-password; \
+		[ -s $$file ] || python3 -c "import secrets; print(secrets.token_urlsafe(32))" > $$file; \
+		chmod 0644 $$file; \
+	done
+
 .PHONY: up
-up: ## docker compose: the multi-server stack (needs a Docker engine, API_KEYS and JWT_SECRET)
+up: secrets ## docker compose: the multi-server stack (needs a Docker engine, API_KEYS and JWT_SECRET)
 	docker compose --profile multi-db up -d --build
 
 .PHONY: down

@@ -1,14 +1,17 @@
 """The Docker deployment, checked against the code (no Docker engine runs here).
 
 ``docker-compose.yml``, ``Dockerfile`` and ``config.multi_db.example.env`` are read as data:
-roles, ports, dependencies, healthchecks and every environment variable must agree with
-what the installed roles and the settings code say. When a compose client is installed,
-``docker compose config`` validates the file as well.
+roles, ports, dependencies, healthchecks, build targets, secrets and every environment
+variable must agree with what the installed roles and the settings code say. When a
+compose client is installed, ``docker compose config`` validates the file as well. What
+each image installs is checked by replaying its build stages (tests/dockerfile.py) in
+tests/integration/test_single_role_install.py.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import re
 import shlex
@@ -40,6 +43,7 @@ from multidb.settings import (
 )
 from multidb_gateway import settings as gateway_settings
 from multidb_gateway.settings import load_gateway_settings, service_url_variable
+from tests.dockerfile import Stage, copied_from, lineage, stages, uv_sync_packages
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -47,7 +51,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 EXAMPLE_ENV = ROOT / "config.multi_db.example.env"
 
 PROFILE = "multi-db"
-IMAGE = "multidb:local"
+GATEWAY = "gateway"
+SECRETS = "/run/secrets"
 PG_CONTAINER_PORT = 5432
 # The spec's host ports, in role order (default, analytics, logging, archive).
 DB_HOST_PORTS = [5432, 5433, 5434, 5435]
@@ -81,8 +86,29 @@ def known_variables(roles: Mapping[str, RoleSpec]) -> set[str]:
     return names | known | set(LOG_VARIABLES)
 
 
+def password_file_variable(spec: RoleSpec) -> str:
+    """``DB_PASSWORD_FILE`` / ``MULTI_DB_<ROLE>_PASSWORD_FILE``: the password from a file."""
+    return f"{variable_name(spec, 'password')}_FILE"
+
+
+def database_variables(spec: RoleSpec) -> set[str]:
+    """Every variable that says something about ``spec``'s database."""
+    return {variable_name(spec, field) for field in DB_FIELDS} | {password_file_variable(spec)}
+
+
+def secret_name(role: str) -> str:
+    return f"db-{role}-password"
+
+
+def image(target: str) -> str:
+    return f"multidb-{target}:local"
+
+
 ROLES = get_roles()
 KNOWN = known_variables(ROLES)
+# The password files are read by the settings of contract 2 (the TLS branch, which also
+# documents them in the example env); the compose file already uses them.
+COMPOSE_KNOWN = KNOWN | {password_file_variable(spec) for spec in ROLES.values()}
 
 
 # ---- compose: reading and classifying ----------------------------------------------------
@@ -220,10 +246,20 @@ def test_databases_are_postgres_16_on_the_spec_ports(services: dict[str, dict[st
         assert db["image"] == "postgres:16"
         assert published(db) == [(host_port, PG_CONTAINER_PORT)]
         assert db["environment"]["POSTGRES_DB"] == spec.database
-        assert db["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:-postgres}"
         volumes = db.get("volumes", [])
         assert len(volumes) == 1, f"db-{role}: one named volume for its data"
         assert volumes[0].endswith(":/var/lib/postgresql/data")
+
+
+def test_each_database_gets_its_own_password_from_a_secret(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for role in ROLES:
+        db = services[f"db-{role}"]
+        assert db.get("secrets") == [secret_name(role)], f"db-{role}: its own password only"
+        env = db["environment"]
+        assert env["POSTGRES_PASSWORD_FILE"] == f"{SECRETS}/{secret_name(role)}"
+        assert "POSTGRES_PASSWORD" not in env, "a password never sits in the environment"
 
 
 def test_database_healthchecks_probe_tcp(services: dict[str, dict[str, Any]]) -> None:
@@ -269,12 +305,20 @@ def test_dependencies_and_their_conditions(services: dict[str, dict[str, Any]]) 
             assert dependency in services, f"{name} depends on unknown {dependency}"
 
 
-def test_one_image_built_once(services: dict[str, dict[str, Any]]) -> None:
-    apps = app_services(services)
-    assert {service.get("image") for service in apps.values()} == {IMAGE}
-    built = [name for name, service in services.items() if "build" in service]
-    assert len(built) == 1, f"the image is built by exactly one service, not {built}"
-    assert services[built[0]]["build"] == "."
+def test_each_image_is_its_targets_and_built_once(services: dict[str, dict[str, Any]]) -> None:
+    targets = {role: role for role in ROLES} | {GATEWAY: GATEWAY}
+    for role in ROLES:  # a role's migration step and its service run the role's image
+        assert services[f"migrate-{role}"]["image"] == image(role)
+        assert services[role]["image"] == image(role)
+    assert services[GATEWAY]["image"] == image(GATEWAY)
+    builds = {
+        service["image"]: service["build"] for service in services.values() if "build" in service
+    }
+    built = [service["image"] for service in services.values() if "build" in service]
+    assert len(built) == len(set(built)), f"an image is built by one service only: {built}"
+    assert builds == {image(t): {"context": ".", "target": t} for t in targets.values()}
+    for name, service in app_services(services).items():
+        assert service["image"] in builds, f"{name} runs an image no service builds"
 
 
 def test_app_containers_use_only_variables_the_code_reads(
@@ -283,33 +327,72 @@ def test_app_containers_use_only_variables_the_code_reads(
     for name, service in app_services(services).items():
         environment = service.get("environment")
         assert isinstance(environment, dict), f"{name}: environment as a mapping"
-        unknown = set(environment) - KNOWN
+        unknown = set(environment) - COMPOSE_KNOWN
         assert not unknown, f"{name} sets variables no code reads: {sorted(unknown)}"
 
 
-def test_app_containers_point_every_role_at_its_compose_database(
+def test_each_role_container_knows_only_its_own_database(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    for name, service in app_services(services).items():
-        env = service["environment"]
-        for role, spec in ROLES.items():
+    for role, spec in ROLES.items():
+        for name in (f"migrate-{role}", role):
+            env = services[name]["environment"]
             assert env[variable_name(spec, "host")] == f"db-{role}", name
             assert env[variable_name(spec, "port")] == str(PG_CONTAINER_PORT), name
             assert env[variable_name(spec, "username")] == "postgres", name
-            assert env[variable_name(spec, "password")] == "${POSTGRES_PASSWORD:-postgres}", name
             assert env[variable_name(spec, "database")] == spec.database, name
+            assert env[password_file_variable(spec)] == f"{SECRETS}/{secret_name(role)}", name
+            assert variable_name(spec, "password") not in env, f"{name}: password from a file"
+            for other, other_spec in ROLES.items():
+                if other != role:
+                    leaked = database_variables(other_spec) & set(env)
+                    assert not leaked, f"{name} is told about {other}'s database: {leaked}"
+        service_env = services[role]["environment"]
         for secret in REQUIRED_SECRETS:
-            assert env[secret].startswith(f"${{{secret}:?"), f"{name}: {secret} is required"
+            assert service_env[secret].startswith(f"${{{secret}:?"), f"{role}: {secret} required"
+        # The migration step checks no credential: it gets none.
+        assert not set(REQUIRED_SECRETS) & set(services[f"migrate-{role}"]["environment"])
 
 
-def test_the_compose_environment_is_valid_settings(services: dict[str, dict[str, Any]]) -> None:
-    env = {k: str(v) for k, v in services["gateway"]["environment"].items()}
-    env |= {"API_KEYS": "a-key", "JWT_SECRET": "a-secret"}
-    # What compose substitutes for an unset variable: its default.
+def test_each_container_gets_only_the_passwords_it_needs(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    assert compose["secrets"] == {
+        secret_name(role): {"file": f"./secrets/{secret_name(role)}"} for role in ROLES
+    }
+    for role in ROLES:
+        for name in (f"db-{role}", f"migrate-{role}", role):
+            assert services[name]["secrets"] == [secret_name(role)], name
+    gateway = services[GATEWAY]
+    assert "secrets" not in gateway, "the gateway never connects to a database"
+    every_database = set().union(*(database_variables(spec) for spec in ROLES.values()))
+    assert not every_database & set(gateway["environment"])
+    for name, service in services.items():
+        for variable in service.get("environment", {}):
+            assert not variable.endswith("_PASSWORD"), f"{name}: {variable} in the environment"
+
+
+def _substituted(environment: Mapping[str, Any], secret_files: Path) -> dict[str, str]:
+    """What the container sees: compose's defaults for unset variables, the required
+    credentials set, and the secrets at ``secret_files`` instead of /run/secrets."""
+    env = {k: str(v) for k, v in environment.items()}
+    env |= {k: f"a-{k.lower()}" for k in REQUIRED_SECRETS if k in env}
     env = {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", v) for k, v in env.items()}
-    settings = load_settings(env, ROLES)
-    assert list(settings.databases) == list(ROLES)
+    return {k: v.replace(SECRETS, str(secret_files)) for k, v in env.items()}
+
+
+def test_the_compose_environments_are_valid_settings(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    for role in ROLES:
+        (tmp_path / secret_name(role)).write_text(f"{role}-password\n")
+    for role in ROLES:
+        for name in (f"migrate-{role}", role):
+            settings = load_settings(_substituted(services[name]["environment"], tmp_path), ROLES)
+            assert list(settings.databases) == [role], name
+    env = _substituted(services[GATEWAY]["environment"], tmp_path)
     gateway = load_gateway_settings(env, ROLES)
+    assert gateway.core.databases == {}
     assert gateway.services == {role: f"http://{role}:{spec.port}" for role, spec in ROLES.items()}
 
 
@@ -518,33 +601,6 @@ def test_example_env_shows_the_real_defaults() -> None:
 # ---- Dockerfile ---------------------------------------------------------------------------
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        keyword, _, arguments = (pending + line).partition(" ")
-        instructions.append((keyword.upper(), " ".join(arguments.split())))
-        pending = ""
-    return instructions
-
-
-def dockerfile_stages() -> list[list[tuple[str, str]]]:
-    stages: list[list[tuple[str, str]]] = []
-    for instruction in dockerfile_instructions():
-        if instruction[0] == "FROM":
-            stages.append([])
-        if stages:
-            stages[-1].append(instruction)
-    return stages
-
-
 def python_minor() -> str:
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     match = re.fullmatch(r">=\s*(3\.\d+)(\.\d+)?", requires)
@@ -560,64 +616,161 @@ def workspace_members() -> list[Path]:
     return members
 
 
-def test_dockerfile_is_multi_stage_on_the_required_python() -> None:
-    stages = dockerfile_stages()
-    assert len(stages) >= 2
-    image = f"python:{python_minor()}-slim"
-    for stage in stages:
-        assert stage[0][1].split()[0] == image, stage[0]
-    assert stages[-1][0][1].split()[-1] != stages[0][0][1].split()[-1], "stages are named"
+def member_project(member: Path) -> dict[str, Any]:
+    project: dict[str, Any] = tomllib.loads((member / "pyproject.toml").read_text())["project"]
+    return project
 
 
-def test_dockerfile_installs_from_the_lock_in_two_steps() -> None:
-    builder = dockerfile_stages()[0]
-    uv_from = [args for kind, args in builder if kind == "COPY" and "astral-sh/uv" in args]
+def role_members() -> dict[str, Path]:
+    """Role -> the workspace member whose ``multidb.roles`` entry point provides it."""
+    found = {}
+    for member in workspace_members():
+        entry_points = member_project(member).get("entry-points", {}).get("multidb.roles", {})
+        for role in entry_points:
+            found[role] = member
+    return found
+
+
+def package(member: Path) -> str:
+    name: str = member_project(member)["name"]
+    return name
+
+
+def relative(member: Path) -> str:
+    return member.relative_to(ROOT).as_posix()
+
+
+STAGES = stages()
+SHARED = ROOT / "shared"
+GATEWAY_MEMBER = ROOT / "gateway"
+SERVICE_COMMAND = '["python", "-m", "multidb.service", "{role}", "--host", "0.0.0.0"]'
+
+
+def syncs(stage: Stage) -> tuple[str, str]:
+    """The build stage's two ``uv sync`` runs: third-party dependencies, then the rest."""
+    runs = [args for args in stage.runs() if "uv sync" in args]
+    assert len(runs) == 2, f"{stage.name}: two uv sync steps, not {runs}"
+    return runs[0], runs[1]
+
+
+def sources_between_syncs(stage: Stage) -> list[str]:
+    first = next(i for i, (kind, args) in enumerate(stage.instructions) if "uv sync" in args)
+    last = max(i for i, (kind, args) in enumerate(stage.instructions) if "uv sync" in args)
+    copies = [args for kind, args in stage.instructions[first:last] if kind == "COPY"]
+    return sorted(args.split()[0] for args in copies)
+
+
+def test_the_roles_are_the_workspaces_role_packages() -> None:
+    assert set(role_members()) == set(ROLES)
+
+
+def test_every_stage_is_on_the_required_python_or_another_stage() -> None:
+    image_name = f"python:{python_minor()}-slim"
+    for stage in STAGES.values():
+        assert stage.base in STAGES or stage.base == image_name, (stage.name, stage.base)
+
+
+def test_one_target_per_role_and_one_for_the_gateway() -> None:
+    targets = [*ROLES, GATEWAY]
+    expected = {"builder", "runtime", *targets, *(f"build-{t}" for t in targets)}
+    assert set(STAGES) == expected
+    assert list(STAGES)[-1] == GATEWAY, "a plain `docker build .` builds the gateway"
+    for target in targets:
+        assert STAGES[target].base == "runtime"
+        assert STAGES[f"build-{target}"].base == "builder"
+        # The target holds the virtualenv its build stage made, and nothing else.
+        assert STAGES[target].copies() == [f"--from=build-{target} /app/.venv /app/.venv"]
+
+
+def test_the_builder_has_uv_pinned_and_every_members_pyproject() -> None:
+    builder = STAGES["builder"]
+    copies = builder.copies()
+    uv_from = [args for args in copies if "astral-sh/uv" in args]
     assert len(uv_from) == 1
     tag = re.search(r"ghcr\.io/astral-sh/uv:(\S+)", uv_from[0])
     assert tag, "uv comes from its official image"
     assert re.fullmatch(r"\d+\.\d+\.\d+", tag.group(1)), "pin uv's image tag"
-
-    syncs = [i for i, (kind, args) in enumerate(builder) if kind == "RUN" and "uv sync" in args]
-    assert len(syncs) == 2
-    deps_only, full = (builder[i][1] for i in syncs)
-    assert "uv sync --locked --no-dev --no-install-workspace" in deps_only
-    assert "uv sync --locked --no-dev" in full
-    assert "--no-install-workspace" not in full
-
-    before = " ".join(args for kind, args in builder[: syncs[0]] if kind == "COPY")
-    between = " ".join(args for kind, args in builder[syncs[0] : syncs[1]] if kind == "COPY")
-    assert "uv.lock" in before
+    copied = " ".join(copies)
+    assert "uv.lock" in copied
+    # uv --locked checks the lock against every member, installed or not.
     for member in workspace_members():
-        relative = member.relative_to(ROOT).as_posix()
-        assert f"{relative}/pyproject.toml" in before, f"{relative}: pyproject before deps"
-        assert f"{relative}/src" in between, f"{relative}: source copied after the deps layer"
+        assert f"{relative(member)}/pyproject.toml" in copied, relative(member)
+    assert not [args for args in copies if "/src" in args], "no sources in the shared builder"
+    environment = " ".join(args for kind, args in builder.instructions if kind == "ENV")
+    assert "UV_PYTHON_DOWNLOADS=0" in environment
+    assert "UV_PROJECT_ENVIRONMENT=/app/.venv" in environment
 
 
-def test_dockerfile_runtime_stage() -> None:
-    runtime = dockerfile_stages()[-1]
-    kinds = dict(runtime)
-    copies = [args for kind, args in runtime if kind == "COPY"]
-    assert any(args.startswith("--from=builder /app/.venv ") for args in copies)
-    for member in workspace_members():
-        top = member.relative_to(ROOT).parts[0]
-        assert any(f"/app/{top} " in args for args in copies), f"{top} sources are copied"
+def test_each_role_image_installs_its_package_alone() -> None:
+    for role, member in role_members().items():
+        build = STAGES[f"build-{role}"]
+        dependencies, everything = syncs(build)
+        for command in (dependencies, everything):
+            assert "--locked" in command
+            assert "--no-dev" in command
+            assert uv_sync_packages(command) == [package(member)], command
+        assert "--no-install-workspace" in dependencies
+        assert "--no-install-workspace" not in everything
+        assert "--no-editable" in everything, "installed into the venv: no sources needed"
+        assert sources_between_syncs(build) == sorted(
+            [f"{relative(SHARED)}/src", f"{relative(member)}/src"]
+        ), f"{role}: the shared library and the role's own sources only"
+
+
+def test_the_gateway_image_installs_the_gateway_and_the_role_packages_it_discovers() -> None:
+    build = STAGES[f"build-{GATEWAY}"]
+    roles = sorted(package(member) for member in role_members().values())
+    for command in syncs(build):
+        assert "--locked" in command
+        assert "--no-dev" in command
+        packages = uv_sync_packages(command)
+        assert packages[0] == package(GATEWAY_MEMBER)
+        assert sorted(packages[1:]) == roles
+    members = [SHARED, GATEWAY_MEMBER, *role_members().values()]
+    assert sources_between_syncs(build) == sorted(f"{relative(m)}/src" for m in members)
+
+
+def test_no_image_holds_the_development_stack() -> None:
+    for target in [*ROLES, GATEWAY]:
+        for stage in lineage(f"build-{target}", STAGES):
+            for kind, args in stage.instructions:
+                if kind == "RUN":
+                    assert "devstack" not in args, (stage.name, args)
+                    assert "--all-packages" not in args, (stage.name, args)
+                if kind == "COPY":
+                    assert "devstack/src" not in args, (stage.name, args)
+
+
+def test_each_target_runs_its_process() -> None:
+    for role, spec in ROLES.items():
+        target = STAGES[role]
+        assert target.first("CMD") == SERVICE_COMMAND.format(role=role)
+        assert target.first("EXPOSE") == str(spec.port)
+    assert STAGES[GATEWAY].first("CMD") == '["multidb-gateway", "--host", "0.0.0.0"]'
+    assert STAGES[GATEWAY].first("EXPOSE") == str(GATEWAY_PORT)
+
+
+def test_the_runtime_stage_runs_unprivileged() -> None:
+    runtime = STAGES["runtime"]
+    kinds = dict(runtime.instructions)
     assert "/app/.venv/bin:$PATH" in kinds["ENV"]
     assert "PYTHONUNBUFFERED=1" in kinds["ENV"]
     user = kinds["USER"].split(":")[0]
-    assert user not in {"root", "0"}
     assert user == "10001"
-    assert "--uid 10001" in " ".join(args for kind, args in runtime if kind == "RUN")
-    assert kinds["EXPOSE"] == "8000-8004"
-    assert kinds["CMD"] == '["multidb-gateway", "--host", "0.0.0.0"]'
-    # The last USER wins: nothing after it switches back to root.
-    last_user = max(i for i, (kind, _) in enumerate(runtime) if kind == "USER")
-    assert all(kind != "USER" for kind, _ in runtime[last_user + 1 :])
+    assert "--uid 10001" in " ".join(runtime.runs())
+    for target in [*ROLES, GATEWAY]:  # nothing on top switches back to root
+        assert all(kind != "USER" for kind, _ in STAGES[target].instructions), target
+        assert not STAGES[target].runs(), f"{target}: copies the venv, runs nothing as root"
+    assert copied_from(STAGES["builder"]) == ["ghcr.io/astral-sh/uv:0.13.9"]
 
 
-def test_dockerfile_exposes_every_port_the_compose_file_publishes(
-    services: dict[str, dict[str, Any]],
-) -> None:
-    low, high = (int(p) for p in dict(dockerfile_stages()[-1])["EXPOSE"].split("-"))
-    for service in app_services(services).values():
-        for _, container in published(service):
-            assert low <= container <= high
+def test_compose_runs_each_image_as_its_target_says(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in app_services(services).items():
+        target = service["image"].removeprefix("multidb-").removesuffix(":local")
+        stage = STAGES[target]
+        if migration_role(service) is None:
+            assert json.dumps(service["command"]) == stage.first("CMD"), name
+            for _, container in published(service):
+                assert str(container) == stage.first("EXPOSE"), name
+        else:
+            assert migration_role(service) == target, f"{name} migrates its image's role"

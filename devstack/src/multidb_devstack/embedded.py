@@ -31,6 +31,7 @@ with warnings.catch_warnings():
         ensure_user_exists,
     )
 
+from multidb.files import write_private
 from multidb.roles import RoleSpec
 from multidb.settings import DatabaseSettings, variable_name
 
@@ -97,8 +98,11 @@ class EmbeddedPostgres:
             self._prepare_permissions()
         state = EmbeddedState(port=self._port or free_port(), password=secrets.token_urlsafe(18))
         pwfile = self.folder / "initdb.pw"
-        pwfile.write_text(state.password + "\n")
-        pwfile.chmod(0o644)
+        # Private from its first byte; initdb reads it as the cluster's user, who owns it.
+        write_private(pwfile, f"{state.password}\n".encode())
+        if self._as_user:
+            entry = pwd.getpwnam(self._as_user)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
         try:
             self._run(
                 _bin("initdb"),
@@ -114,8 +118,7 @@ class EmbeddedPostgres:
             )
         finally:
             pwfile.unlink()
-        self.state_file.write_bytes(msgspec.json.encode(state))
-        self.state_file.chmod(0o600)
+        write_private(self.state_file, msgspec.json.encode(state))
 
     def start(self) -> EmbeddedState:
         """Start the cluster on 127.0.0.1 (no-op when it runs already); return port and password."""

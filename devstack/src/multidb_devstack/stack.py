@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import importlib.util
 import logging
 import os
@@ -30,6 +31,7 @@ from types import FrameType
 import msgspec
 
 from multidb import migrations
+from multidb.files import write_private
 from multidb.logs import FORMAT_VARIABLE, load_log_settings, resolve_format
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
@@ -71,8 +73,7 @@ def load_credentials(folder: Path) -> Credentials:
             jwt_secret=secrets.token_urlsafe(48),
             service_secret=secrets.token_urlsafe(48),
         )
-    path.write_bytes(msgspec.json.encode(made))
-    path.chmod(0o600)
+    write_private(path, msgspec.json.encode(made))
     return made
 
 
@@ -86,31 +87,52 @@ class AlreadyRunningError(RuntimeError):
 
 
 class StackLock:
-    """``.data/stack.pid``: one stack per folder; a stale file (dead pid) is taken over."""
+    """``.data/stack.pid``: one stack per folder, locked (``flock``) for the stack's life.
+
+    The kernel holds the lock, not the file's content: of two ``multidb up`` racing, one
+    gets it and the other is refused; a stack that dies, even by SIGKILL, releases it with
+    its last file descriptor, so a stale file is simply taken over, whatever pid it names
+    (a pid may be reused). The pid inside is for people and for the refusal's message.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / "stack.pid"
+        self._fd: int | None = None
 
     def acquire(self) -> None:
-        if self.path.exists():
-            text = self.path.read_text().strip()
-            if text.isdigit() and _alive(int(text)):
-                msg = f"the local stack is already running (pid {text}); stop it with Ctrl-C first"
-                raise AlreadyRunningError(msg)
-        self.path.write_text(str(os.getpid()))
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                os.close(fd)
+                pid = f" (pid {holder})" if holder.isdigit() else ""
+                msg = f"the local stack is already running{pid}; stop it with Ctrl-C first"
+                raise AlreadyRunningError(msg) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # The holder before us unlinks the file when it stops, still holding the lock:
+            # if that happened between our open and our lock, we hold a file nobody else
+            # will open. Only the file at the path counts; try again with it.
+            try:
+                current = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
 
     def release(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)  # before unlocking: see acquire
+        os.close(self._fd)  # releases the lock
+        self._fd = None
 
 
 def _ready(url: str) -> bool:

@@ -10,7 +10,7 @@ password hashes). Grants are renewed at every start and default privileges cover
 tables the administrative login creates later (migrations). They are created by
 the role's service at start-up with its configured (administrative) login; their
 passwords are derived from that login's password, so every replica of a service derives
-the same ones.
+the same ones, and reach the server only as SCRAM-SHA-256 verifiers (``multidb.scram``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from collections.abc import Iterable
 import asyncpg
 import msgspec
 
+from multidb.scram import scram_sha256_verifier
 from multidb.settings import DatabaseSettings, Settings
 
 log = logging.getLogger("multidb.execute_logins")
@@ -129,11 +130,15 @@ async def _ensure_login(
         # Another replica may create it a moment before us.
         with contextlib.suppress(asyncpg.DuplicateObjectError):
             await conn.execute(f"CREATE ROLE {name} LOGIN")
-    # The password is hex we derived and the limit an int, so inlining them is safe.
+    # The password travels as a SCRAM verifier made here (as psql's \password does): the
+    # statement, which a server may log (log_statement) or keep (pg_stat_statements),
+    # never holds it. The verifier is base64, '$', ':' and digits, the limit an int: both
+    # are safe to inline.
+    verifier = scram_sha256_verifier(login.password)
     await conn.execute(
         f"ALTER ROLE {name} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
         f"NOBYPASSRLS INHERIT CONNECTION LIMIT {int(limits.connection_limit)} "
-        f"PASSWORD '{login.password}'"
+        f"PASSWORD '{verifier}'"
     )
     # A membership granted by hand (pg_read_server_files, a superuser's role...) would hand
     # the login what it must never have: take every one back.
