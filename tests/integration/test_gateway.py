@@ -73,6 +73,11 @@ def test_spec_aggregates(client: httpx.Client, settings: Settings) -> None:
             "database": database.database,
             "username": database.username,
             "url": f"postgresql://{database.username}:***@{database.host}:{database.port}/{database.database}",
+            # TLS: the mode and certificate paths at most, never a key's content.
+            "sslmode": database.sslmode,
+            "sslrootcert": database.sslrootcert or None,
+            "sslcert": database.sslcert or None,
+            "sslkey": database.sslkey or None,
         }
         assert database.password not in backup.text
 
