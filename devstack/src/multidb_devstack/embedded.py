@@ -191,13 +191,9 @@ class EmbeddedPostgres:
             else b""
         )
         if changed or not certificates.still_good(certificate, ca, margin=RENEW_MARGIN):
-            server = certificates.issue(ca, HOST, hosts=certificates.LOCAL_HOSTS)
-            for path, data in (
-                (self.server_key_file, server.key_pem),
-                (self.server_certificate_file, server.certificate_pem),
-            ):
-                write_private(path, data)
-                self._give_to_server(path)
+            self._write_server_certificate(
+                certificates.issue(ca, HOST, hosts=certificates.LOCAL_HOSTS)
+            )
             changed = True
         configuration = self.pgdata / "postgresql.conf"
         wanted = NATIVE_TLS if self.native_tls else BEHIND_FRONT
@@ -206,6 +202,22 @@ class EmbeddedPostgres:
                 handle.write(wanted)
             changed = True
         return changed
+
+    def use_certificates(self, ca: certificates.Issued, server: certificates.Issued) -> None:
+        """Serve ``server``'s certificate, issued by ``ca``, from the next start on (a CA of
+        one's own instead of the generated one; the tests' certificates)."""
+        write_private(self.ca_key_file, ca.key_pem)
+        write_private(self.ca_file, ca.certificate_pem)
+        self.ca_file.chmod(0o644)
+        self._write_server_certificate(server)
+
+    def _write_server_certificate(self, server: certificates.Issued) -> None:
+        for path, data in (
+            (self.server_key_file, server.key_pem),
+            (self.server_certificate_file, server.certificate_pem),
+        ):
+            write_private(path, data)
+            self._give_to_server(path)
 
     def _certificate_authority(self) -> tuple[certificates.Issued, bool]:
         """The cluster's CA, made now if missing or unusable (second item: made now)."""
