@@ -262,6 +262,7 @@ def test_stopped_database_is_reported_then_recovers(
     spare_env = {
         "MULTI_DB_ARCHIVE_PORT": str(database.port),
         "MULTI_DB_ARCHIVE_PASSWORD": database.password,
+        "MULTI_DB_ARCHIVE_SSLROOTCERT": database.sslrootcert,  # its own CA
     }
     fleet.processes["archive"] = _start_unmigrated(fleet, spare_env)
     try:

@@ -246,9 +246,11 @@ def test_ssl_argument_follows_libpq_modes(tmp_path: Path) -> None:
     root.write_bytes(make_ca("test CA").certificate_pem)
 
     def argument(**extra: str) -> object:
-        return load_settings({**SPEC_ENV, **extra}, ROLES).databases["default"].connect_arguments[
-            "ssl"
-        ]
+        return (
+            load_settings({**SPEC_ENV, **extra}, ROLES)
+            .databases["default"]
+            .connect_arguments["ssl"]
+        )
 
     assert argument() == "prefer"  # asyncpg's own negotiation, as before
     assert argument(DB_SSLMODE="disable") is False

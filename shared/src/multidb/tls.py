@@ -19,6 +19,7 @@ migrations, the CLI) goes through :func:`connector` with :func:`connect_options`
 
 from __future__ import annotations
 
+import os
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -61,9 +62,11 @@ def ssl_argument(database: DatabaseSettings) -> ssl.SSLContext | str | bool:
     mode = database.sslmode
     if mode == "disable":
         return False
-    if mode in NEGOTIATED:
-        return mode
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if mode in NEGOTIATED:
+        if database.sslcert:  # asyncpg loads it (connect_options); an unusable one fails now
+            _load_client_certificate(database, context)
+        return mode
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = mode == "verify-full"
     if database.sslrootcert:
@@ -94,13 +97,13 @@ def _load(database: DatabaseSettings, field: str, load: Callable[[], object]) ->
     path = getattr(database, field)
     try:
         load()
+    except ssl.SSLError as exc:  # before OSError, of which it is one
+        reason = _reason(exc)
+        msg = f"{database.variable(field)}: no usable certificate in {path} ({reason})"
+        raise SettingsError(msg) from None
     except OSError as exc:
         detail = exc.strerror or type(exc).__name__
         msg = f"{database.variable(field)}: cannot read {path}: {detail}"
-        raise SettingsError(msg) from None
-    except ssl.SSLError as exc:
-        reason = _reason(exc)
-        msg = f"{database.variable(field)}: {path} holds no usable certificate ({reason})"
         raise SettingsError(msg) from None
 
 
@@ -112,21 +115,19 @@ def _load_client_certificate(database: DatabaseSettings, context: ssl.SSLContext
         msg = f"{database.variable('sslkey')}: the key is encrypted; give an unencrypted key"
         raise SettingsError(msg)
 
-    field = "sslcert"
     try:
         context.load_cert_chain(database.sslcert, key, password=no_passphrase)
-    except OSError as exc:
-        detail = exc.strerror or type(exc).__name__
-        missing = getattr(exc, "filename", None) == key and key is not None
-        field = "sslkey" if missing else "sslcert"
-        path = getattr(database, field)
-        msg = f"{database.variable(field)}: cannot read {path}: {detail}"
-        raise SettingsError(msg) from None
-    except ssl.SSLError as exc:
+    except ssl.SSLError as exc:  # before OSError, of which it is one
         msg = (
             f"{database.variable('sslcert')}: cannot use the client certificate "
             f"{database.sslcert} with its key ({_reason(exc)})"
         )
+        raise SettingsError(msg) from None
+    except OSError as exc:
+        # Python does not say which of the two files is missing: name the one that is.
+        field = "sslkey" if key is not None and not os.path.exists(key) else "sslcert"
+        detail = exc.strerror or type(exc).__name__
+        msg = f"{database.variable(field)}: cannot read {getattr(database, field)}: {detail}"
         raise SettingsError(msg) from None
 
 
