@@ -20,8 +20,8 @@ import asyncpg
 import httpx
 import psutil
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from multidb.engines import create_engine
 from multidb.plugins import get_plugin_manager, get_roles
 from multidb.probes import HEALTH_SQL
 from multidb.service.runtime import RoleRuntime
@@ -84,8 +84,10 @@ async def health_queries(settings: Settings, samples: int) -> None:
     database = settings.databases["default"]
     service = RoleRuntime(get_roles()["default"], database, settings, get_plugin_manager())
     lean = await service.admin
-    default = await asyncpg.create_pool(min_size=1, max_size=2, **database.connect_arguments)
-    engine = create_async_engine(database.url(), pool_size=2)
+    default = await asyncpg.create_pool(
+        min_size=1, max_size=2, connect=database.connector(), **database.connect_arguments
+    )
+    engine = create_engine(database, pool_size=2)
     statement = text(HEALTH_SQL)
 
     async def with_pool(pool: asyncpg.Pool) -> object:

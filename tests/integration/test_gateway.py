@@ -73,6 +73,11 @@ def test_spec_aggregates(client: httpx.Client, settings: Settings) -> None:
             "database": database.database,
             "username": database.username,
             "url": f"postgresql://{database.username}:***@{database.host}:{database.port}/{database.database}",
+            # TLS: the mode and certificate paths at most, never a key's content.
+            "sslmode": database.sslmode,
+            "sslrootcert": database.sslrootcert or None,
+            "sslcert": database.sslcert or None,
+            "sslkey": database.sslkey or None,
         }
         assert database.password not in backup.text
 
@@ -257,6 +262,7 @@ def test_stopped_database_is_reported_then_recovers(
     spare_env = {
         "MULTI_DB_ARCHIVE_PORT": str(database.port),
         "MULTI_DB_ARCHIVE_PASSWORD": database.password,
+        "MULTI_DB_ARCHIVE_SSLROOTCERT": database.sslrootcert,  # its own CA
     }
     fleet.processes["archive"] = _start_unmigrated(fleet, spare_env)
     try:

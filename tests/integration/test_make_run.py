@@ -36,6 +36,11 @@ def test_make_run_on_a_fresh_clone_serves_four_healthy_roles_and_stops_clean(
     body = response.json()
     assert list(body) == list(ROLES)
     assert all(report["status"] == "healthy" for report in body.values())
+    # Encrypted and verified by default: every role reaches the embedded server verify-full.
+    backup = httpx.get(
+        f"{stack.gateway}/database/backup/info", headers={"X-API-Key": stack.api_key}, timeout=10
+    ).json()
+    assert {info["sslmode"] for info in backup.values()} == {"verify-full"}
 
     # A crashed service is restarted (with backoff) and the fleet is whole again.
     victim = next(

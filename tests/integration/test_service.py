@@ -52,6 +52,11 @@ async def test_every_role_answers_the_spec_shapes(
             "database": database.database,
             "username": database.username,
             "url": f"postgresql://{database.username}:***@{database.host}:{database.port}/{database.database}",
+            # TLS: the mode and certificate paths at most, never a key's content.
+            "sslmode": database.sslmode,
+            "sslrootcert": database.sslrootcert or None,
+            "sslcert": database.sslcert or None,
+            "sslkey": database.sslkey or None,
         }
         assert database.password not in (await client.get("/backup/info", headers=ADMIN)).text
 

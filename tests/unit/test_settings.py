@@ -158,3 +158,190 @@ def test_api_keys_are_split_and_trimmed() -> None:
 def test_database_settings_reject_unknown_fields() -> None:
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"host": "h", "database": "d", "colour": "red"}, DatabaseSettings)
+
+
+# ---- TLS and password files --------------------------------------------------------------
+
+
+def test_tls_settings_per_role_default_to_prefer() -> None:
+    env = {
+        **SPEC_ENV,
+        "DB_SSLMODE": "verify-full",
+        "DB_SSLROOTCERT": "/etc/multidb/ca.crt",
+        "MULTI_DB_ANALYTICS_SSLMODE": "require",
+        "MULTI_DB_ANALYTICS_SSLCERT": "/etc/multidb/client.crt",
+        "MULTI_DB_ANALYTICS_SSLKEY": "/etc/multidb/client.key",
+    }
+    databases = load_settings(env, ROLES).databases
+    default, analytics = databases["default"], databases["analytics"]
+    assert (default.sslmode, default.sslrootcert) == ("verify-full", "/etc/multidb/ca.crt")
+    assert (analytics.sslmode, analytics.sslcert, analytics.sslkey) == (
+        "require",
+        "/etc/multidb/client.crt",
+        "/etc/multidb/client.key",
+    )
+    assert databases["logging"].sslmode == "prefer"
+    # Each knows its role and variables, for error lines that name the setting.
+    assert default.variable("sslrootcert") == "DB_SSLROOTCERT"
+    assert analytics.variable("sslmode") == "MULTI_DB_ANALYTICS_SSLMODE"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            {"DB_SSLMODE": "strict"},
+            "DB_SSLMODE: must be one of disable, allow, prefer, require, verify-ca, verify-full"
+            " (got 'strict')",
+        ),
+        (
+            {"MULTI_DB_LOGGING_SSLMODE": "verify-ca"},
+            "MULTI_DB_LOGGING_SSLMODE: verify-ca needs MULTI_DB_LOGGING_SSLROOTCERT",
+        ),
+        (
+            {"MULTI_DB_ARCHIVE_SSLKEY": "/k.pem"},
+            "MULTI_DB_ARCHIVE_SSLKEY: a client key needs its certificate in MULTI_DB_ARCHIVE_SSLCERT",
+        ),
+    ],
+)
+def test_bad_tls_settings_name_the_variable(extra: dict[str, str], expected: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**SPEC_ENV, **extra}, ROLES)
+    assert str(caught.value).startswith(expected)
+    assert "\n" not in str(caught.value)
+
+
+def test_unreadable_certificates_are_one_line_naming_the_variable(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    cases = {
+        "MULTI_DB_ANALYTICS_SSLROOTCERT": (
+            {"MULTI_DB_ANALYTICS_SSLMODE": "verify-full"},
+            str(tmp_path / "missing.crt"),
+            "cannot read",
+        ),
+        "DB_SSLROOTCERT": ({"DB_SSLMODE": "require"}, str(garbage), "no usable certificate in"),
+        "MULTI_DB_ARCHIVE_SSLCERT": ({}, str(garbage), "cannot use the client certificate"),
+    }
+    for variable, (extra, path, expected) in cases.items():
+        database = next(
+            db
+            for db in load_settings({**SPEC_ENV, **extra, variable: path}, ROLES).databases.values()
+            if variable.startswith(db.env_prefix) and db.env_prefix
+        )
+        with pytest.raises(SettingsError) as caught:
+            _ = database.connect_arguments
+        message = str(caught.value)
+        assert message.startswith(f"{variable}: {expected}"), message
+        assert path in message
+        assert "\n" not in message
+
+
+def test_ssl_argument_follows_libpq_modes(tmp_path: Path) -> None:
+    import ssl
+
+    from multidb_devstack.certificates import make_ca
+
+    root = tmp_path / "ca.crt"
+    root.write_bytes(make_ca("test CA").certificate_pem)
+
+    def argument(**extra: str) -> object:
+        return (
+            load_settings({**SPEC_ENV, **extra}, ROLES)
+            .databases["default"]
+            .connect_arguments["ssl"]
+        )
+
+    assert argument() == "prefer"  # asyncpg's own negotiation, as before
+    assert argument(DB_SSLMODE="disable") is False
+    assert argument(DB_SSLMODE="allow") == "allow"
+    unverified = argument(DB_SSLMODE="require")
+    assert isinstance(unverified, ssl.SSLContext)
+    assert (unverified.verify_mode, unverified.check_hostname) == (ssl.CERT_NONE, False)
+    # require with a root certificate checks the chain, as libpq does.
+    chained = argument(DB_SSLMODE="require", DB_SSLROOTCERT=str(root))
+    assert isinstance(chained, ssl.SSLContext)
+    assert (chained.verify_mode, chained.check_hostname) == (ssl.CERT_REQUIRED, False)
+    verify_ca = argument(DB_SSLMODE="verify-ca", DB_SSLROOTCERT=str(root))
+    assert isinstance(verify_ca, ssl.SSLContext)
+    assert (verify_ca.verify_mode, verify_ca.check_hostname) == (ssl.CERT_REQUIRED, False)
+    full = argument(DB_SSLMODE="verify-full", DB_SSLROOTCERT=str(root))
+    assert isinstance(full, ssl.SSLContext)
+    assert (full.verify_mode, full.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert full.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def test_libpq_environment_carries_tls_never_the_password() -> None:
+    env = {**SPEC_ENV, "DB_SSLMODE": "verify-full", "DB_SSLROOTCERT": "/ca.crt"}
+    database = load_settings(env, ROLES).databases["default"]
+    libpq = database.libpq_environment()
+    assert libpq == {
+        "PGHOST": "localhost",
+        "PGPORT": "5432",
+        "PGUSER": "postgres",
+        "PGDATABASE": "ocr_identity_db",
+        "PGSSLMODE": "verify-full",
+        "PGSSLROOTCERT": "/ca.crt",
+    }
+    assert "s3cret-pw" not in repr(libpq)
+    system = load_settings({**SPEC_ENV, "DB_SSLMODE": "verify-full"}, ROLES).databases["default"]
+    assert system.libpq_environment()["PGSSLROOTCERT"] == "system"  # libpq 16's trust store
+
+
+def test_backup_info_shows_tls_paths_and_no_secret() -> None:
+    env = {
+        **SPEC_ENV,
+        "DB_SSLMODE": "verify-full",
+        "DB_SSLROOTCERT": "/ca.crt",
+        "DB_SSLCERT": "/client.crt",
+        "DB_SSLKEY": "/client.key",
+    }
+    info = load_settings(env, ROLES).databases["default"].backup_info()
+    assert (info.sslmode, info.sslrootcert, info.sslcert, info.sslkey) == (
+        "verify-full",
+        "/ca.crt",
+        "/client.crt",
+        "/client.key",
+    )
+    assert "s3cret-pw" not in msgspec.json.encode(info).decode()
+    assert load_settings(SPEC_ENV, ROLES).databases["analytics"].backup_info().sslcert is None
+
+
+@pytest.mark.parametrize(
+    ("content", "password"),
+    [
+        ("from-a-file\n", "from-a-file"),
+        ("from-a-file", "from-a-file"),
+        ("crlf\r\n", "crlf"),
+        ("two-newlines\n\n", "two-newlines\n"),  # one trailing newline is dropped, no more
+        (" spaces kept \n", " spaces kept "),
+    ],
+)
+def test_password_file_is_read(tmp_path: Path, content: str, password: str) -> None:
+    secret = tmp_path / "db-password"
+    secret.write_text(content)
+    env = {k: v for k, v in SPEC_ENV.items() if k != "MULTI_DB_ANALYTICS_PASSWORD"}
+    env["MULTI_DB_ANALYTICS_PASSWORD_FILE"] = str(secret)
+    assert load_settings(env, ROLES).databases["analytics"].password == password
+
+
+def test_bad_password_files_are_one_clear_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    missing = tmp_path / "missing"
+    present = tmp_path / "present"
+    present.write_text("another-s3cret\n")
+    cases = [
+        ({"DB_PASSWORD_FILE": str(missing)}, f"DB_PASSWORD_FILE: cannot read {missing}"),
+        ({"DB_PASSWORD_FILE": str(empty)}, f"DB_PASSWORD_FILE: {empty} is empty"),
+        # Both at once is a mistake, whichever was meant.
+        ({"DB_PASSWORD_FILE": str(present)}, "DB_PASSWORD_FILE: set it or DB_PASSWORD, not both"),
+    ]
+    without = {k: v for k, v in SPEC_ENV.items() if k != "DB_PASSWORD"}
+    for extra, expected in cases:
+        base = SPEC_ENV if "not both" in expected else without
+        with pytest.raises(SettingsError) as caught:
+            load_settings({**base, **extra}, ROLES)
+        message = str(caught.value)
+        assert message.startswith(expected), message
+        assert "s3cret" not in message

@@ -4,19 +4,32 @@ The cluster listens on 127.0.0.1 with a port and a password (scram-sha-256), so
 ``DB_HOST``/``DB_PORT``, backup info and the low-privilege execute logins behave as in
 production. PostgreSQL refuses to run as root: when we are root the cluster runs as the
 ``pgserver`` system user, as pgserver itself does.
+
+It serves TLS: on first start (a cluster made before this, on its next start) a private
+CA (``ca.crt``, ``ca.key`` beside ``state.json``) and a server certificate for localhost,
+127.0.0.1 and ::1 (``server.crt``, ``server.key`` in the cluster's folder) are made, keys
+0600 from creation, and ``ssl = on`` is added to its configuration. Its environment makes
+every role connect with ``sslmode=verify-full`` against that CA.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import functools
 import os
 import pwd
 import secrets
+import signal
 import socket
 import stat
 import subprocess
+import sys
+import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 
 import msgspec
@@ -34,9 +47,25 @@ with warnings.catch_warnings():
 from multidb.files import write_private
 from multidb.roles import RoleSpec
 from multidb.settings import DatabaseSettings, variable_name
+from multidb.tls import SslMode
+from multidb_devstack import certificates
 
 SYSTEM_USER = "pgserver"
 SUPERUSER = "postgres"
+HOST = "127.0.0.1"
+SSLMODE: SslMode = "verify-full"
+# A server certificate this close to its end is replaced at the next start.
+RENEW_MARGIN = timedelta(days=30)
+NATIVE_TLS = """
+# multidb: TLS with the certificate made on first start (server.crt, server.key here)
+ssl = on
+"""
+BEHIND_FRONT = """
+# multidb: built without TLS, so no TCP of its own; clients reach it through its TLS front
+listen_addresses = ''
+"""
+FRONT_MODULE = "multidb_devstack.tls_front"
+FRONT_STOP_TIMEOUT_S = 15.0
 
 
 class EmbeddedState(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,10 +89,19 @@ def free_port() -> int:
 class EmbeddedPostgres:
     """A PostgreSQL cluster in ``folder``: ``start()``, ``stop()``, ``create_databases()``."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(
+        self, folder: Path, port: int | None = None, *, binaries: Path | None = None
+    ) -> None:
         self.folder = folder.resolve()
         self.pgdata = self.folder / "pgdata"
         self.state_file = self.folder / "state.json"
+        self.ca_file = self.folder / "ca.crt"
+        self.ca_key_file = self.folder / "ca.key"
+        self.server_certificate_file = self.pgdata / "server.crt"
+        self.server_key_file = self.pgdata / "server.key"
+        self.front_pid_file = self.folder / "tls-front.pid"
+        self.binaries = binaries or POSTGRES_BIN_PATH
+        self._front: subprocess.Popen[bytes] | None = None
         self._port = port
         self._as_user = SYSTEM_USER if os.geteuid() == 0 else None
 
@@ -72,8 +110,10 @@ class EmbeddedPostgres:
         return msgspec.json.decode(self.state_file.read_bytes(), type=EmbeddedState)
 
     def _run(self, *args: str) -> None:
+        # The program of that name among this cluster's binaries (pgserver's unless given).
+        program = str(self.binaries / Path(args[0]).name)
         result = subprocess.run(  # noqa: S603 - fixed binaries, arguments we build
-            list(args), user=self._as_user, capture_output=True, text=True, check=False
+            [program, *args[1:]], user=self._as_user, capture_output=True, text=True, check=False
         )
         if result.returncode != 0:
             msg = f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}"
@@ -120,61 +160,245 @@ class EmbeddedPostgres:
             pwfile.unlink()
         write_private(self.state_file, msgspec.json.encode(state))
 
-    def start(self) -> EmbeddedState:
-        """Start the cluster on 127.0.0.1 (no-op when it runs already); return port and password."""
-        self.initialise()
-        state = self.state
-        if not self.is_running():
-            options = f"-h 127.0.0.1 -p {state.port} -k {self.pgdata} -c max_connections=300"
-            self._run(
-                _bin("pg_ctl"),
-                "-D",
-                str(self.pgdata),
-                "-w",
-                "-t",
-                "30",
-                "-l",
-                str(self.pgdata / "server.log"),
-                "-o",
-                options,
-                "start",
+    @functools.cached_property
+    def native_tls(self) -> bool:
+        """Whether these binaries serve TLS themselves (built with OpenSSL); the pgserver
+        wheel's do not, and get the TLS front (:mod:`multidb_devstack.tls_front`)."""
+        result = subprocess.run(  # noqa: S603 - a fixed binary
+            [str(self.binaries / "pg_config"), "--configure"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return "openssl" in result.stdout
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Two commands starting or stopping the cluster at once take turns: neither makes
+        # half a CA, neither starts a second front.
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def ensure_tls(self) -> bool:
+        """Make what TLS needs when it is missing: the CA, the server's certificate (again
+        when it nears its end or another CA issued it), the configuration (``ssl = on``, or
+        no TCP of its own behind the front). True if anything changed, which a running server
+        only sees after a restart. :meth:`start` calls it."""
+        ca, changed = self._certificate_authority()
+        certificate = (
+            self.server_certificate_file.read_bytes()
+            if self.server_certificate_file.exists() and self.server_key_file.exists()
+            else b""
+        )
+        if changed or not certificates.still_good(certificate, ca, margin=RENEW_MARGIN):
+            self._write_server_certificate(
+                certificates.issue(ca, HOST, hosts=certificates.LOCAL_HOSTS)
             )
+            changed = True
+        configuration = self.pgdata / "postgresql.conf"
+        wanted = NATIVE_TLS if self.native_tls else BEHIND_FRONT
+        if wanted not in configuration.read_text():
+            with configuration.open("a") as handle:
+                handle.write(wanted)
+            changed = True
+        return changed
+
+    def use_certificates(self, ca: certificates.Issued, server: certificates.Issued) -> None:
+        """Serve ``server``'s certificate, issued by ``ca``, from the next start on (a CA of
+        one's own instead of the generated one; the tests' certificates)."""
+        write_private(self.ca_key_file, ca.key_pem)
+        write_private(self.ca_file, ca.certificate_pem)
+        self.ca_file.chmod(0o644)
+        self._write_server_certificate(server)
+
+    def _write_server_certificate(self, server: certificates.Issued) -> None:
+        for path, data in (
+            (self.server_key_file, server.key_pem),
+            (self.server_certificate_file, server.certificate_pem),
+        ):
+            write_private(path, data)
+            self._give_to_server(path)
+
+    def _certificate_authority(self) -> tuple[certificates.Issued, bool]:
+        """The cluster's CA, made now if missing or unusable (second item: made now)."""
+        if self.ca_file.exists() and self.ca_key_file.exists():
+            try:
+                ca = certificates.Issued.load(
+                    self.ca_file.read_bytes(), self.ca_key_file.read_bytes()
+                )
+            except (ValueError, TypeError):
+                pass
+            else:
+                if ca.certificate.public_key() == ca.key.public_key():
+                    return ca, False
+        ca = certificates.make_ca(f"multidb embedded PostgreSQL CA ({self.folder.name})")
+        write_private(self.ca_key_file, ca.key_pem)
+        write_private(self.ca_file, ca.certificate_pem)
+        self.ca_file.chmod(0o644)  # a certificate is public: any local client may read it
+        return ca, True
+
+    def _give_to_server(self, path: Path) -> None:
+        # PostgreSQL reads its key as its own system user, and only from a 0600 file it owns.
+        if self._as_user:
+            entry = pwd.getpwnam(self._as_user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> EmbeddedState:
+        """Start the cluster on 127.0.0.1 with TLS (restarted if its TLS files were just
+        made; a no-op when it runs already); return port and password."""
+        with self._locked():
+            self.initialise()
+            changed = self.ensure_tls()
+            state = self.state
+            if changed:
+                self._stop()
+            if not self._server_running():
+                # Behind the front the server has no TCP port: its Unix socket only.
+                listen = HOST if self.native_tls else "''"
+                options = f"-h {listen} -p {state.port} -k {self.pgdata} -c max_connections=300"
+                self._run(
+                    _bin("pg_ctl"),
+                    "-D",
+                    str(self.pgdata),
+                    "-w",
+                    "-t",
+                    "30",
+                    "-l",
+                    str(self.pgdata / "server.log"),
+                    "-o",
+                    options,
+                    "start",
+                )
+            if not self.native_tls and self._front_pid() is None:
+                self._start_front(state)
         return state
 
     def stop(self) -> None:
-        """Stop the cluster (fast shutdown); no-op when it is not running."""
-        if self.is_running():
+        """Stop the cluster (fast shutdown) and its front; no-op when neither runs."""
+        with self._locked():
+            self._stop()
+
+    def _stop(self) -> None:
+        self._stop_front()
+        if self._server_running():
             self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast", "stop")
 
+    def reload(self) -> None:
+        """Ask the running cluster to read its configuration files again (``pg_ctl reload``)."""
+        self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "reload")
+
     def is_running(self) -> bool:
+        """Whether clients can reach it: the server runs, and its front when it has one."""
+        return self._server_running() and (self.native_tls or self._front_pid() is not None)
+
+    def _server_running(self) -> bool:
         result = subprocess.run(  # noqa: S603
-            [_bin("pg_ctl"), "-D", str(self.pgdata), "status"],
+            [str(self.binaries / "pg_ctl"), "-D", str(self.pgdata), "status"],
             user=self._as_user,
             capture_output=True,
             check=False,
         )
         return result.returncode == 0
 
+    # ---- the TLS front (binaries without TLS) --------------------------------------------
+
+    def _front_pid(self) -> int | None:
+        """The pid of this cluster's running front, if one runs."""
+        try:
+            pid = int(self.front_pid_file.read_text())
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, ValueError, IndexError):
+            return None
+        # The pid may have been reused since the file was written: check it is our front.
+        if state == "Z" or FRONT_MODULE.encode() not in command:
+            return None
+        return pid if str(self.pgdata).encode() in command else None
+
+    def _start_front(self, state: EmbeddedState) -> None:
+        log_file = (self.folder / "tls-front.log").open("ab")
+        process = subprocess.Popen(  # noqa: S603 - our interpreter, our module
+            [
+                sys.executable,
+                "-m",
+                FRONT_MODULE,
+                "--port",
+                str(state.port),
+                "--socket",
+                str(self.pgdata / f".s.PGSQL.{state.port}"),
+                "--certificate",
+                str(self.server_certificate_file),
+                "--key",
+                str(self.server_key_file),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            start_new_session=True,  # a terminal's Ctrl-C is for the stack, which stops us
+        )
+        log_file.close()
+        said = b""
+        if process.stdout is not None:
+            said = process.stdout.readline()  # "ready", or nothing when it exits first
+            process.stdout.close()
+        if said.strip() != b"ready":
+            process.wait()
+            tail = (self.folder / "tls-front.log").read_text(errors="replace").strip()
+            last = tail.splitlines()[-1] if tail else f"exit code {process.returncode}"
+            msg = f"the TLS front of the embedded PostgreSQL did not start: {last}"
+            raise RuntimeError(msg)
+        write_private(self.front_pid_file, str(process.pid).encode())
+        self._front = process
+
+    def _stop_front(self) -> None:
+        pid = self._front_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            if self._front is not None and self._front.pid == pid:
+                try:
+                    self._front.wait(timeout=FRONT_STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    self._front.kill()
+                    self._front.wait()
+            else:  # started by another process: not ours to reap, so watch it go
+                deadline = time.monotonic() + FRONT_STOP_TIMEOUT_S
+                while self._front_pid() == pid and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if self._front_pid() == pid:
+                    os.kill(pid, signal.SIGKILL)
+        self._front = None
+        self.front_pid_file.unlink(missing_ok=True)
+
     def database_settings(self, spec: RoleSpec, database: str | None = None) -> DatabaseSettings:
+        """``spec``'s settings on this cluster: TLS verified against its CA (verify-full)."""
         state = self.state
         return DatabaseSettings(
-            host="127.0.0.1",
+            host=HOST,
             port=state.port,
             username=SUPERUSER,
             password=state.password,
             database=database or spec.database,
             pool_size=spec.pool_size,
             max_overflow=spec.max_overflow,
+            sslmode=SSLMODE,
+            sslrootcert=str(self.ca_file),
+            role=spec.name,
+            env_prefix=spec.prefix,
         )
 
     async def create_databases(self, names: Iterable[str]) -> None:
         """Create each database that does not exist yet."""
         admin = DatabaseSettings(
-            host="127.0.0.1",
+            host=HOST,
             port=self.state.port,
             username=SUPERUSER,
             password=self.state.password,
             database="postgres",
+            sslmode=SSLMODE,
+            sslrootcert=str(self.ca_file),
+            role="embedded PostgreSQL",
         )
         conn = await admin.connect()
         try:
@@ -190,7 +414,15 @@ class EmbeddedPostgres:
         env: dict[str, str] = {}
         for spec in roles.values():
             database = self.database_settings(spec)
-            for field in ("host", "port", "username", "password", "database"):
+            for field in (
+                "host",
+                "port",
+                "username",
+                "password",
+                "database",
+                "sslmode",
+                "sslrootcert",
+            ):
                 env[variable_name(spec, field)] = str(getattr(database, field))
         return env
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from multidb.errors import DatabaseTLSError
 from multidb.plugins import get_roles, hookimpl
 from multidb_devstack.embedded import EmbeddedPostgres
 from multidb_devstack.stack import load_credentials, run_stack
@@ -29,7 +30,7 @@ def cmd_up(_: argparse.Namespace) -> int:
 
     try:
         return run_stack(DATA, say)
-    except RuntimeError as exc:  # AlreadyRunningError included
+    except (RuntimeError, DatabaseTLSError) as exc:  # AlreadyRunningError included
         # Everything started was stopped already; one line says why.
         print(f"multidb up: {exc}", file=sys.stderr)
         return 1

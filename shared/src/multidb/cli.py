@@ -22,11 +22,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from multidb import key_command, migrations
 from multidb.auth import ALL_SCOPES, API_KEY_HEADER, mint_token
+from multidb.engines import create_engine
+from multidb.errors import DatabaseTLSError
 from multidb.jwt_keys import jwt_keys_from_env, signing_key
 from multidb.logs import configure_logging
 from multidb.plugins import get_plugin_manager, get_roles
@@ -109,7 +110,7 @@ def _migrate(args: argparse.Namespace, roles: dict[str, RoleSpec], settings: Set
 
 
 async def _current(spec: RoleSpec, database: DatabaseSettings) -> str | None:
-    engine = create_async_engine(database.url(), poolclass=NullPool)
+    engine = create_engine(database, poolclass=NullPool)
     try:
         async with engine.connect() as connection:
             return await connection.run_sync(lambda sync: migrations.current_revision(sync, spec))
@@ -271,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except DatabaseTLSError as exc:  # one line naming the role and the setting
+        print(f"multidb {args.command}: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -18,6 +19,20 @@ from multidb.settings import DatabaseSettings, get_settings
 
 class NotConfiguredError(LookupError):
     """A role that is installed but whose database is not configured."""
+
+
+def create_engine(database: DatabaseSettings, **options: Any) -> AsyncEngine:
+    """An async engine on ``database`` whose connections go through :mod:`multidb.tls`
+    (its ``ssl=`` argument, and its one-line TLS failures naming the role)."""
+    arguments = database.connect_arguments  # the certificates are read once, here
+    connect = database.connector()
+
+    async def creator() -> Any:
+        return await connect(**arguments)
+
+    return create_async_engine(
+        database.url(), async_creator=creator, hide_parameters=True, **options
+    )
 
 
 class EngineRegistry:
@@ -39,13 +54,12 @@ class EngineRegistry:
             if database is None:
                 msg = f"database {name!r} is not configured"
                 raise NotConfiguredError(msg)
-            engine = create_async_engine(
-                database.url(),
+            engine = create_engine(
+                database,
                 pool_size=database.pool_size,
                 max_overflow=database.max_overflow,
                 echo=database.echo,
                 pool_pre_ping=True,
-                hide_parameters=True,
             )
             self._engines[name] = engine
         return engine
@@ -97,6 +111,7 @@ __all__ = [
     "EngineRegistry",
     "NotConfiguredError",
     "UnknownDatabaseError",
+    "create_engine",
     "dispose_engines",
     "get_db",
     "get_db_for_model",

@@ -10,6 +10,10 @@ import asyncpg
 from sqlalchemy.exc import DBAPIError
 
 
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
 class MultiDBError(Exception):
     """An error with an HTTP status and a message a person understands."""
 
@@ -76,6 +80,11 @@ class TimeoutExceededError(MultiDBError):
     title = "Timed out"
 
 
+class DatabaseTLSError(ConnectionError):
+    """A connection failed at its TLS step; the message is one line that names the role and
+    the setting to look at (see :mod:`multidb.tls`), and holds no secret."""
+
+
 # Exceptions that mean "the database cannot be reached", not "your SQL is wrong".
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     OSError,
@@ -100,7 +109,9 @@ def describe(exc: BaseException, timeout_ms: int | None = None) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, OSError):
-        return f"cannot connect: {exc.strerror or type(exc).__name__}"
+        # A TLS failure is the line to show already (it names the role and the setting).
+        tls_line = str(exc) if isinstance(exc, DatabaseTLSError) else None
+        return tls_line or f"cannot connect: {exc.strerror or type(exc).__name__}"
     if isinstance(exc, asyncpg.PostgresError):
         return f"{exc.sqlstate}: {exc.args[0] if exc.args else type(exc).__name__}"
     if isinstance(exc, asyncpg.InterfaceError | asyncpg.ConnectionDoesNotExistError):

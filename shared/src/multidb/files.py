@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from multidb.errors import SettingsError
+
 
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path``, mode 0600 from creation, via a temporary file and rename.
@@ -28,3 +30,21 @@ def write_private(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def read_secret_file(variable: str, path: str) -> str:
+    """The secret in the file ``variable`` names (``DB_PASSWORD_FILE``, ``JWT_SECRET_FILE``...).
+
+    The Docker and Kubernetes secrets convention: the file's content, one trailing newline
+    removed. Errors name the variable and the path, never the content.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{variable}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{variable}: {path} is not UTF-8 text") from None
+    secret = text.removesuffix("\n").removesuffix("\r")
+    if not secret:
+        raise SettingsError(f"{variable}: {path} is empty")
+    return secret

@@ -137,9 +137,7 @@ class JobRunner:
 
     async def _lead_and_run(self, job: BackgroundJob) -> bool:
         key = lock_key(self.runtime.spec.name, job.name)
-        conn = await asyncpg.connect(
-            **self.runtime.database.connect_arguments, timeout=CONNECT_TIMEOUT_S
-        )
+        conn = await self.runtime.database.connect(timeout=CONNECT_TIMEOUT_S)
         try:
             async with conn.transaction():
                 led = await conn.fetchval(

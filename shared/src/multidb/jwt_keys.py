@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 import msgspec
+
+from multidb.files import read_secret_file
 
 KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # RFC 7518 section 3.2: an HS256 key is at least as long as the hash.
@@ -45,23 +46,6 @@ def signing_key(legacy: str, by_kid: Mapping[str, str]) -> tuple[str | None, str
     for kid, secret in by_kid.items():
         return kid, secret
     return (None, legacy) if legacy else None
-
-
-def read_secret_file(variable: str, path: str) -> str:
-    """The content of the file ``variable`` names, one trailing new line removed.
-
-    Errors name the variable and the path, never the content.
-    """
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        msg = f"{variable}: cannot read {path}: {reason}"
-        raise ValueError(msg) from None
-    text = text.removesuffix("\n").removesuffix("\r")
-    if not text:
-        raise ValueError(f"{variable}: {path} is empty")
-    return text
 
 
 def _one_of(env: Mapping[str, str], variable: str) -> tuple[str, str] | None:

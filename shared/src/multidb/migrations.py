@@ -16,9 +16,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from multidb.engines import create_engine
 from multidb.execute_logins import derive_logins, revoke_system_tables_sql
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
@@ -96,7 +96,7 @@ def run_env(role: str) -> None:
 
 
 async def _run_async(database: DatabaseSettings, spec: RoleSpec, config: Config) -> None:
-    engine = create_async_engine(database.url(), poolclass=NullPool)
+    engine = create_engine(database, poolclass=NullPool)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run, spec, config, database)

@@ -59,17 +59,9 @@ class MultiDatabaseUtils:
         return {name: self.router.get_models_for_database(name) for name in self.settings.databases}
 
     def get_backup_info(self) -> dict[str, BackupInfo]:
-        """Connection details of every database; the url is redacted, no password anywhere."""
-        return {
-            name: BackupInfo(
-                host=db.host,
-                port=db.port,
-                database=db.database,
-                username=db.username,
-                url=db.display_url,
-            )
-            for name, db in self.settings.databases.items()
-        }
+        """Connection details and TLS mode of every database; the url is redacted, no
+        password anywhere, certificates and keys by path at most."""
+        return {name: db.backup_info() for name, db in self.settings.databases.items()}
 
     async def health_check(self, name: str) -> HealthReport:
         self._check(name)

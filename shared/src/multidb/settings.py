@@ -4,6 +4,9 @@ Variable names are the spec's: ``DB_HOST DB_PORT DB_USERNAME DB_PASSWORD DB_NAME
 ``DB_POOL_SIZE DB_MAX_OVERFLOW DB_ECHO``) for ``default``, and
 ``MULTI_DB_<ROLE>_HOST/PORT/USERNAME/PASSWORD/DATABASE/POOL_SIZE/MAX_OVERFLOW/ECHO`` for
 every other role. A role is configured when its ``HOST`` is set; otherwise it is absent.
+TLS to each database: ``DB_SSLMODE DB_SSLROOTCERT DB_SSLCERT DB_SSLKEY`` and
+``MULTI_DB_<ROLE>_SSLMODE/SSLROOTCERT/SSLCERT/SSLKEY`` (see :mod:`multidb.tls`); the
+password may come from a file instead, ``DB_PASSWORD_FILE`` / ``MULTI_DB_<ROLE>_PASSWORD_FILE``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ import msgspec
 from dotenv import dotenv_values
 from sqlalchemy.engine import URL
 
+from multidb import tls
 from multidb.api_keys import KeysFileError, load_keys
+from multidb.errors import SettingsError as SettingsError  # noqa: PLC0414 - re-exported
+from multidb.files import read_secret_file
 from multidb.jwt_keys import jwt_keys_from_env
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
+from multidb.wire import BackupInfo
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -39,11 +46,12 @@ DB_FIELDS = (
     "pool_size",
     "max_overflow",
     "echo",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "password_file",
 )
-
-
-class SettingsError(ValueError):
-    """A configuration value is missing or malformed; the message names the variable."""
 
 
 class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -57,6 +65,13 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     pool_size: Positive = 5
     max_overflow: NonNegative = 10
     echo: bool = False
+    sslmode: tls.SslMode = "prefer"
+    sslrootcert: str = ""
+    sslcert: str = ""
+    sslkey: str = ""
+    # Which role and variables these came from: for error lines that name the setting.
+    role: str = ""
+    env_prefix: str = ""
 
     def __repr__(self) -> str:
         # The password never reaches a repr, so it never reaches a log line or a traceback.
@@ -74,18 +89,47 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
     @property
     def connect_arguments(self) -> dict[str, Any]:
-        """Keyword arguments for ``asyncpg.connect`` / ``asyncpg.create_pool``."""
+        """Keyword arguments for ``asyncpg.connect`` / ``asyncpg.create_pool``, TLS included
+        (the certificate files are read now: :class:`SettingsError` if one is unusable)."""
         return {
             "host": self.host,
             "port": self.port,
             "user": self.username,
             "password": self.password or None,
             "database": self.database,
+            **tls.connect_options(self),
         }
 
-    async def connect(self) -> asyncpg.Connection:
-        """One plain asyncpg connection with these settings (the caller closes it)."""
-        return await asyncpg.connect(**self.connect_arguments)
+    def connector(self) -> tls.Connect:
+        """``asyncpg.connect`` whose TLS failures are one line naming the role and setting."""
+        return tls.connector(self)
+
+    async def connect(self, **overrides: Any) -> asyncpg.Connection:
+        """One asyncpg connection with these settings (the caller closes it)."""
+        return await self.connector()(**{**self.connect_arguments, **overrides})
+
+    def variable(self, field: str) -> str:
+        """The environment variable ``field`` came from (the field's name if unknown)."""
+        return f"{self.env_prefix}{field.upper()}" if self.env_prefix else field
+
+    def libpq_environment(self) -> dict[str, str]:
+        """``PGHOST``, ``PGSSLMODE``, ``PGSSLROOTCERT``, ... for libpq tools; never the password."""
+        return tls.libpq_environment(self)
+
+    def backup_info(self) -> BackupInfo:
+        """Where the data lives and how it is reached: the url redacted, certificate paths
+        at most (never a key's content), no password."""
+        return BackupInfo(
+            host=self.host,
+            port=self.port,
+            database=self.database,
+            username=self.username,
+            url=self.display_url,
+            sslmode=self.sslmode,
+            sslrootcert=self.sslrootcert or None,
+            sslcert=self.sslcert or None,
+            sslkey=self.sslkey or None,
+        )
 
     @property
     def display_url(self) -> str:
@@ -185,8 +229,32 @@ def _database_settings(spec: RoleSpec, env: Mapping[str, str]) -> DatabaseSettin
     raw.setdefault("database", spec.database)
     raw.setdefault("pool_size", spec.pool_size)
     raw.setdefault("max_overflow", spec.max_overflow)
+    password_file = raw.pop("password_file", None)
+    if password_file is not None:
+        if "password" in raw:
+            msg = f"{names['password_file']}: set it or {names['password']}, not both"
+            raise SettingsError(msg)
+        raw["password"] = read_secret_file(names["password_file"], password_file)
+    _check_tls(raw, names)
+    raw.update(role=spec.name, env_prefix=spec.prefix)
     result: DatabaseSettings = convert_env(raw, DatabaseSettings, names)
     return result
+
+
+def _check_tls(raw: Mapping[str, Any], names: Mapping[str, str]) -> None:
+    mode = raw.get("sslmode", "prefer")
+    if mode not in tls.SSL_MODES:
+        modes = ", ".join(tls.SSL_MODES)
+        raise SettingsError(f"{names['sslmode']}: must be one of {modes} (got {mode!r})")
+    if mode == "verify-ca" and "sslrootcert" not in raw:
+        msg = (
+            f"{names['sslmode']}: verify-ca needs {names['sslrootcert']}, the CA certificate "
+            "to check the server's against"
+        )
+        raise SettingsError(msg)
+    if "sslkey" in raw and "sslcert" not in raw:
+        msg = f"{names['sslkey']}: a client key needs its certificate in {names['sslcert']}"
+        raise SettingsError(msg)
 
 
 def _routing(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> dict[str, str]:

@@ -54,13 +54,22 @@ class ModelsReport(msgspec.Struct, kw_only=True):
 
 
 class BackupInfo(msgspec.Struct, kw_only=True):
-    """Where a role's data lives: never the password (the url is redacted)."""
+    """Where a role's data lives: never the password (the url is redacted).
+
+    ``sslmode``: how its connections use TLS (libpq's modes, ``prefer`` unless set);
+    ``sslrootcert``, ``sslcert``, ``sslkey``: the configured certificate and key *paths*
+    (``null`` when unset), never a file's content.
+    """
 
     host: str
     port: int
     database: str
     username: str
     url: str
+    sslmode: str = "prefer"
+    sslrootcert: str | None = None
+    sslcert: str | None = None
+    sslkey: str | None = None
 
 
 class ExecuteRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -11,6 +11,7 @@ import sys
 
 import uvicorn
 
+from multidb import tls
 from multidb.logs import configure_logging
 from multidb.plugins import get_roles
 from multidb.service.app import create_role_app
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.role not in settings.databases:
             msg = f"role {args.role!r} has no database configured: set {spec.prefix}HOST"
             raise SettingsError(msg)
+        # The certificate files are read now: one that is missing is a start-up line.
+        tls.ssl_argument(settings.databases[args.role])
         port = args.port or int(env.get(f"MULTI_DB_{spec.name.upper()}_SERVICE_PORT", spec.port))
     except (SettingsError, ValueError) as exc:
         print(f"multidb {args.role}: configuration error: {exc}", file=sys.stderr)

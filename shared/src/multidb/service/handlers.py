@@ -108,15 +108,9 @@ async def models(state: State) -> ModelsReport:
 
 @get("/backup/info", tags=["database"], **protected(auth.ADMIN))
 async def backup_info(state: State) -> BackupInfo:
-    """Where the data lives; the url is redacted and the password never shown."""
-    database = _runtime(state).database
-    return BackupInfo(
-        host=database.host,
-        port=database.port,
-        database=database.database,
-        username=database.username,
-        url=database.display_url,
-    )
+    """Where the data lives and its TLS mode; the url is redacted, the password never shown,
+    certificates and keys by path at most."""
+    return _runtime(state).database.backup_info()
 
 
 async def _execute_query(

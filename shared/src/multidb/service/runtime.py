@@ -55,7 +55,12 @@ def _pool(database: DatabaseSettings, size: int, **extra: Any) -> asyncpg.Pool:
     # min_size=0: creating the pool opens nothing, so a service starts with its database down.
     arguments = {**database.connect_arguments, **extra}
     return asyncpg.create_pool(
-        min_size=0, max_size=size, timeout=10, command_timeout=None, **arguments
+        min_size=0,
+        max_size=size,
+        timeout=10,
+        command_timeout=None,
+        connect=database.connector(),
+        **arguments,
     )
 
 
