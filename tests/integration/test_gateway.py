@@ -338,7 +338,9 @@ def test_four_hundred_concurrent_requests_are_all_answered(
     statuses = [status for status, _ in answers]
     health = [status for index, status in enumerate(statuses) if index % 4]
     executes = [status for index, status in enumerate(statuses) if index % 4 == 0]
-    unhealthy = [body for index, (status, body) in enumerate(answers) if index % 4 and status != 200]
+    unhealthy = [
+        body for index, (status, body) in enumerate(answers) if index % 4 and status != 200
+    ]
     assert health == [200] * 300, f"{len(unhealthy)} not healthy; the first: {unhealthy[:1]}"
     # One caller's hundred statements at once: those beyond its share are told to retry.
     assert set(executes) <= {200, 429}
