@@ -285,3 +285,33 @@ def test_token_rotation_old_kid_valid_until_removed_unknown_kid_refused(
     finally:
         fleet.stop("gateway")
         fleet.start("gateway")
+
+
+def test_a_services_cross_database_routes_need_the_scope_on_every_database(
+    fleet: ProcessFleet,
+) -> None:
+    # The audit trail and the stats samples speak of every database: a per-database admin
+    # of the service's own role may neither read nor write them, and a database named
+    # twice in a query is refused rather than checked once and used the other time.
+    kid, secret = "new", NEW
+    logging_admin = bearer_with(kid, secret, "db:admin:logging")
+    analytics_admin = bearer_with(kid, secret, "db:admin:analytics")
+    default_reader = bearer_with(kid, secret, "db:read:default")
+    assert get(f"{fleet.url('logging')}/audit/access", logging_admin).status_code == 403
+    posted = httpx.post(
+        f"{fleet.url('logging')}/audit/access", json=[], headers=logging_admin, timeout=10
+    )
+    assert posted.status_code == 403
+    posted = httpx.post(
+        f"{fleet.url('analytics')}/stats/samples", json=[], headers=analytics_admin, timeout=10
+    )
+    assert posted.status_code == 403
+    history = f"{fleet.url('analytics')}/stats/history?database=default&database=analytics"
+    twice = httpx.get(history, headers=default_reader, timeout=10)
+    assert twice.status_code == 400, twice.text
+    assert "give 'database' once" in twice.json()["detail"]
+    once = get(f"{fleet.url('analytics')}/stats/history", default_reader, database="analytics")
+    assert once.status_code == 403
+    # The bare scope still reaches them.
+    every = bearer_with(kid, secret, "db:admin")
+    assert get(f"{fleet.url('logging')}/audit/access", every).status_code == 200

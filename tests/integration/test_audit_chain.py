@@ -243,7 +243,7 @@ def test_concurrent_batches_of_one_writer_never_fork_and_retries_add_no_link(
         GENESIS,
         *(row["row_hash"] for row in by_seq[:-1]),
     ]
-    (head,) = asyncio.run(fetch(chained, "SELECT * FROM access_log_chains"))
+    (head,) = asyncio.run(fetch(chained, "SELECT * FROM access_log_chains WHERE writer <> ''"))
     assert (head["writer"], head["last_seq"], head["last_hash"]) == (
         SUBJECT,
         160,
@@ -313,6 +313,24 @@ def test_the_chain_migration_goes_up_and_down_with_rows_in_place(
     assert report.unchained.after == 1
     assert report.unchained.after_first.startswith("id 6, event " + "f" * 32)
     asyncio.run(fetch(database, "DELETE FROM access_logs WHERE event_id = $1", "f" * 32))
+
+    # Nor is one slipped in among them with a low id, or a pre-chain record deleted: the
+    # migration sealed their set.
+    forged = "INSERT INTO access_logs (id, event_id, outcome, status_code) VALUES (-1, $1, 'allowed', 200)"
+    asyncio.run(fetch(database, forged, "e" * 32))
+    report = asyncio.run(_walk(database))
+    assert report.tampered
+    assert "3 records then, 4 records now" in report.unchained.seal_broken
+    asyncio.run(fetch(database, "DELETE FROM access_logs WHERE id IN (-1, 2)"))
+    assert "3 records then, 2 records now" in asyncio.run(_walk(database)).unchained.seal_broken
+    asyncio.run(
+        fetch(
+            database,
+            "INSERT INTO access_logs (id, event_id, outcome, status_code) VALUES (2, $1, 'allowed', 200)",
+            old[1],
+        )
+    )
+    assert not asyncio.run(_walk(database)).tampered
 
     migrations.downgrade(spec, "0001", database)
     assert len(asyncio.run(fetch(database, "SELECT id FROM access_logs"))) == 5

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import stat
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -232,6 +234,43 @@ async def test_disable_against_a_server_that_requires_tls_fails_clearly(
     # The negotiated modes find TLS on offer and take it.
     await _encrypted(_settings(tls_server, "default", "127.0.0.1", "prefer"))
     await _encrypted(_settings(tls_server, "default", "127.0.0.1", "allow"))
+
+
+async def test_plain_text_sent_before_the_handshake_is_never_taken_for_encrypted(
+    tls_server: TLSServer,
+) -> None:
+    # PostgreSQL's CVE-2021-23214: a man in the middle pipelines a plain-text startup
+    # message behind the SSLRequest, then lets the real client do the handshake. A server
+    # that read the buffered bytes as if they came over TLS would answer them inside the
+    # session (an authentication request, "R"); this one hangs up before the handshake.
+    ssl_request = struct.pack("!ii", 8, 80877103)
+    body = struct.pack("!i", 196608) + b"user\0postgres\0database\0postgres\0\0"
+    startup = struct.pack("!i", len(body) + 4) + body
+    client = ssl.create_default_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection("127.0.0.1", tls_server.server.state.port)
+    try:
+        writer.write(ssl_request + startup)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            assert await reader.readexactly(1) == b"S"
+            said = await _first_byte_inside_tls(reader, writer, client)
+    finally:
+        writer.close()
+    # The front hangs up before the handshake (nothing said); PostgreSQL completes it, then
+    # refuses with a FATAL error ("received unencrypted data after SSL request").
+    assert said in {b"", b"E"}, said
+
+
+async def _first_byte_inside_tls(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: ssl.SSLContext
+) -> bytes:
+    try:
+        await writer.start_tls(client)
+        return await reader.readexactly(1)
+    except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
+        return b""
 
 
 async def test_client_certificates(tls_server: TLSServer) -> None:

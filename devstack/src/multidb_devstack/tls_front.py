@@ -100,6 +100,13 @@ class Front:
                 return None
             if code == SSL_REQUEST and length == 8 and not encrypted:
                 writer.write(b"S")
+                await writer.drain()
+                # Bytes the client sent before the handshake would be relayed as if they had
+                # come encrypted (PostgreSQL's CVE-2021-23214): hang up, as the server does.
+                # A client waits for the "S" before it says more. No await between this check
+                # and start_tls pausing the socket, so nothing can slip in between.
+                if _buffered(reader):
+                    return None
                 await writer.start_tls(self.context)
                 encrypted = True
                 continue
@@ -137,6 +144,12 @@ class Front:
                 pipe.cancel()
             upstream_writer.close()
             await asyncio.gather(*pipes, return_exceptions=True)
+
+
+def _buffered(reader: asyncio.StreamReader) -> int:
+    """How many received bytes ``reader`` holds unread (asyncio keeps them in ``_buffer``)."""
+    buffer: bytes | bytearray = getattr(reader, "_buffer", b"")
+    return len(buffer)
 
 
 async def _pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:

@@ -24,7 +24,11 @@ from typing import TYPE_CHECKING, Any
 import jwt
 import msgspec
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
 from litestar.middleware.authentication import (
     AbstractAuthenticationMiddleware,
     AuthenticationResult,
@@ -49,6 +53,8 @@ SCOPE_OPT = "scope"
 DATABASE_OPT = "scope_database"
 # Where a route finds the database its scope is for (see :func:`needs`).
 ANY_DATABASE = "any"
+# Routes whose data spans every database (the audit trail, the stats samples): the bare scope.
+EVERY_DATABASE = "every"
 PATH_PREFIX = "path:"
 QUERY_PREFIX = "query:"
 
@@ -290,10 +296,17 @@ def _database_of(connection: ASGIConnection[Any, Any, Any, Any], where: str | No
     if where is None:
         role: str | None = getattr(connection.app.state, "scope_role", None)
         return role
+    if where == EVERY_DATABASE:
+        return None
     if where.startswith(PATH_PREFIX):
         value = connection.path_params.get(where.removeprefix(PATH_PREFIX))
     else:
-        value = connection.query_params.get(where.removeprefix(QUERY_PREFIX))
+        name = where.removeprefix(QUERY_PREFIX)
+        values = connection.query_params.getall(name, [])
+        if len(values) > 1:
+            # The check would see one value and the handler another: refuse both.
+            raise ValidationException(f"give '{name}' once (it was given {len(values)} times)")
+        value = values[0] if values else None
     # A request that names no database needs the scope on every database.
     return str(value) if value else None
 
@@ -320,7 +333,9 @@ def needs(scope: str, database: str | None = None) -> dict[str, str]:
     ``database`` says which database the scope is for: ``"path:name"`` or
     ``"query:database"`` (that parameter names the role), :data:`ANY_DATABASE` (the
     handler shows only the databases the caller may see, and refuses a caller with none),
-    or None: the app's own role on a role service, every database on the gateway.
+    :data:`EVERY_DATABASE` (the data spans every database: the bare scope, on a role service
+    too), or None: the app's own role on a role service, every database on the gateway.
+    A query parameter given twice is a 400 (the check and the handler must see one value).
     The authentication middleware checks it right after authenticating. (A declarative
     ``opt`` rather than a Litestar guard: guards copy the route handler on every call,
     measured at ~6% of a health check's CPU.)

@@ -75,7 +75,7 @@ def _unavailable(exc: BaseException, timeout_s: float) -> DatabaseUnavailableErr
     "/stats/samples",
     status_code=200,
     tags=["stats history"],
-    **protected(auth.ADMIN, 400, 413, 503),
+    **protected(auth.ADMIN, 400, 413, 503, database=auth.EVERY_DATABASE),
 )
 async def record_samples(
     data: Annotated[

@@ -64,7 +64,7 @@ class AuditReceipt(msgspec.Struct, kw_only=True):
     "/audit/access",
     status_code=200,
     tags=["audit"],
-    **protected(auth.ADMIN, 400, 413, 503),
+    **protected(auth.ADMIN, 400, 413, 503, database=auth.EVERY_DATABASE),
 )
 async def record_access(
     data: Annotated[
@@ -93,7 +93,11 @@ async def record_access(
     return AuditReceipt(received=len(data), inserted=inserted)
 
 
-@get("/audit/access", tags=["audit"], **protected(auth.ADMIN, 400, 503, 504))
+@get(
+    "/audit/access",
+    tags=["audit"],
+    **protected(auth.ADMIN, 400, 503, 504, database=auth.EVERY_DATABASE),
+)
 async def recent_access(
     state: State,
     limit: Annotated[

@@ -87,3 +87,13 @@ def canonical(writer: str, seq: int, prev_hash: str, fields: Mapping[str, Any]) 
 def link_hash(writer: str, seq: int, prev_hash: str, fields: Mapping[str, Any]) -> str:
     """``row_hash`` of a record: sha256 hex (64 characters) of :func:`canonical`."""
     return hashlib.sha256(canonical(writer, seq, prev_hash, fields)).hexdigest()
+
+
+# The pre-chain seal: the row of ``access_log_chains`` that migration 0002 wrote for the
+# records stored before any chain (``last_seq`` their count, ``last_hash`` this digest over
+# their ids). No writer has this name: :func:`multidb_logging.store.chain_writer` never
+# returns it.
+PRE_CHAIN_WRITER = ""
+PRE_CHAIN_DIGEST = (
+    "encode(sha256(convert_to(coalesce(string_agg(id::text, ',' ORDER BY id), ''), 'UTF8')), 'hex')"
+)

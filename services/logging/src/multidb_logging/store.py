@@ -122,8 +122,10 @@ def storable(record: AccessRecord) -> dict[str, Any]:
 
 
 def chain_writer(subject: str) -> str:
-    """The chain a batch posted by ``subject`` extends: the subject, as the column holds it."""
-    return _text(subject, WRITER_LENGTH)
+    """The chain a batch posted by ``subject`` extends: the subject, as the column holds it.
+
+    Never the empty name, which is the pre-chain seal's."""
+    return _text(subject, WRITER_LENGTH) or "-"
 
 
 def _first_of_each(records: Iterable[AccessRecord]) -> list[AccessRecord]:

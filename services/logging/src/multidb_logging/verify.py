@@ -38,7 +38,13 @@ from multidb.cli import command_environment
 from multidb.errors import CONNECTION_ERRORS, describe
 from multidb.plugins import get_roles
 from multidb.settings import DatabaseSettings, load_settings, variable_name
-from multidb_logging.chain import GENESIS, RECORD_FIELDS, link_hash
+from multidb_logging.chain import (
+    GENESIS,
+    PRE_CHAIN_DIGEST,
+    PRE_CHAIN_WRITER,
+    RECORD_FIELDS,
+    link_hash,
+)
 
 EXIT_INTACT, EXIT_TAMPERED, EXIT_ERROR = 0, 1, 2
 EDITED, DELETED, INSERTED = "edited", "deleted", "inserted"
@@ -61,15 +67,22 @@ SELECT_UNCHAINED = """
 WITH boundary AS (SELECT min(id) AS first FROM access_logs WHERE chain_writer IS NOT NULL)
 SELECT
     boundary.first,
-    count(*) FILTER (WHERE boundary.first IS NULL OR id < boundary.first) AS before,
+    count(id) FILTER (WHERE boundary.first IS NULL OR id < boundary.first) AS before,
     min(id) FILTER (WHERE boundary.first IS NULL OR id < boundary.first) AS before_min,
     max(id) FILTER (WHERE boundary.first IS NULL OR id < boundary.first) AS before_max,
-    count(*) FILTER (WHERE id > boundary.first) AS after,
+    count(id) FILTER (WHERE id > boundary.first) AS after,
     min(id) FILTER (WHERE id > boundary.first) AS after_first
 FROM boundary LEFT JOIN access_logs ON access_logs.chain_writer IS NULL
 GROUP BY boundary.first
 """
 SELECT_EVENT_ID = "SELECT event_id FROM access_logs WHERE id = $1"
+# The pre-chain records as they are now, to compare with the seal migration 0002 wrote.
+SELECT_PRE_CHAIN = f"""
+WITH boundary AS (SELECT min(id) AS first FROM access_logs WHERE chain_writer IS NOT NULL)
+SELECT count(*) AS records, {PRE_CHAIN_DIGEST} AS digest
+FROM access_logs, boundary
+WHERE chain_writer IS NULL AND (boundary.first IS NULL OR id < boundary.first)
+"""
 # The planner's row count: free, and good enough for a progress line.
 ESTIMATE_ROWS = (
     "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'access_logs'::regclass"
@@ -192,6 +205,8 @@ class Unchained:
     before_ids: tuple[int, int] | None = None
     after: int = 0
     after_first: str = ""
+    # Set when the pre-chain records are not the set migration 0002 sealed.
+    seal_broken: str = ""
 
 
 @dataclass
@@ -201,7 +216,11 @@ class Report:
 
     @property
     def tampered(self) -> bool:
-        return self.unchained.after > 0 or any(chain.tampered for chain in self.chains)
+        return (
+            self.unchained.after > 0
+            or bool(self.unchained.seal_broken)
+            or any(chain.tampered for chain in self.chains)
+        )
 
 
 def _records(count: int) -> str:
@@ -241,6 +260,7 @@ async def walk(
             row["writer"]: (row["last_seq"], row["last_hash"])
             for row in await conn.fetch(SELECT_HEADS)
         }
+        seal = recorded.pop(PRE_CHAIN_WRITER, None)
         wanted: dict[str, dict[int, str]] = collections.defaultdict(dict)
         for anchor in anchors:
             wanted[anchor.writer][anchor.seq] = anchor.row_hash
@@ -265,13 +285,22 @@ async def walk(
             chain = ChainWalk(writer, recorded.get(writer), wanted.get(writer, {}))
             chain.finish()
             chains.append(chain)
-        unchained = await _unchained(conn)
+        unchained = await _unchained(conn, seal)
     return Report(chains, unchained)
 
 
-async def _unchained(conn: asyncpg.Connection) -> Unchained:
+async def _unchained(conn: asyncpg.Connection, seal: tuple[int, str] | None) -> Unchained:
     row = await conn.fetchrow(SELECT_UNCHAINED)
     found = Unchained(before=row["before"], after=row["after"])
+    now = await conn.fetchrow(SELECT_PRE_CHAIN)
+    if seal is None:
+        if now["records"]:
+            found.seal_broken = "the seal migration 0002 wrote over them is gone"
+    elif (now["records"], now["digest"]) != seal:
+        found.seal_broken = (
+            f"not the set migration 0002 sealed ({_records(seal[0])} then, "
+            f"{_records(now['records'])} now): a record was added among them or deleted"
+        )
     if row["before"]:
         found.before_ids = (row["before_min"], row["before_max"])
     if row["after"]:
@@ -302,10 +331,12 @@ def render(report: Report, out: TextIO) -> None:
         low, high = found.before_ids
         print(
             f"pre-chain: {_records(found.before)} (ids {low}..{high}) stored before the chain "
-            "existed; not covered",
+            "existed; their content is not covered",
             file=out,
         )
-    if not report.chains and not found.before and not found.after:
+    if found.seal_broken:
+        print(f"pre-chain records: TAMPERED, {found.seal_broken}", file=out)
+    if not report.chains and not found.before and not found.after and not found.seal_broken:
         print("the audit trail is empty", file=out)
     heads = [(c.writer, str(c.last_seq), c.last_hash) for c in report.chains if c.records]
     if heads:
@@ -314,12 +345,17 @@ def render(report: Report, out: TextIO) -> None:
             file=out,
         )
         print(_aligned([("writer", "last seq", "last hash"), *heads]), file=out)
-    tampered = [c for c in report.chains if c.tampered] + ([found] if found.after else [])
-    findings = sum(sum(c.counts.values()) for c in report.chains) + found.after
+    unchained_tampered = bool(found.after or found.seal_broken)
+    tampered = [c for c in report.chains if c.tampered] + ([found] if unchained_tampered else [])
+    findings = (
+        sum(sum(c.counts.values()) for c in report.chains)
+        + found.after
+        + (1 if found.seal_broken else 0)
+    )
     if tampered:
         print(
             f"\nTAMPERED: {findings} finding(s) in {len(tampered)} of "
-            f"{len(report.chains) + (1 if found.after else 0)} chain(s)",
+            f"{len(report.chains) + (1 if unchained_tampered else 0)} chain(s)",
             file=out,
         )
     else:

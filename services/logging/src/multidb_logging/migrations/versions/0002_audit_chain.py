@@ -6,8 +6,11 @@ Create Date: 2026-12-01 10:00:00.000000
 
 Records already in ``access_logs`` stay outside any chain (their four chain columns
 ``NULL``): nothing vouches for what they held before this revision, so hashing them now
-would certify content nobody can check. ``multidb audit verify`` counts them as pre-chain
-records; one stored after the first chained record without a link is reported as inserted.
+would certify content nobody can check. Their set is sealed instead: a row of
+``access_log_chains`` with the empty writer holds how many there are and a sha256 over
+their ids, so ``multidb audit verify`` reports a chain-less row added among them (whatever
+its id) or one of them deleted; one stored after the first chained record without a link
+is reported as inserted. What they hold is not covered.
 """
 
 from collections.abc import Sequence
@@ -48,6 +51,13 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.PrimaryKeyConstraint("writer", name=op.f("pk_access_log_chains")),
+    )
+    # The pre-chain seal (multidb_logging.chain.PRE_CHAIN_WRITER, PRE_CHAIN_DIGEST).
+    op.execute(
+        "INSERT INTO access_log_chains (writer, last_seq, last_hash) "
+        "SELECT '', count(*), "
+        "encode(sha256(convert_to(coalesce(string_agg(id::text, ',' ORDER BY id), ''), 'UTF8')), 'hex') "
+        "FROM access_logs"
     )
 
 
