@@ -29,6 +29,8 @@ class RoleSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_overflow: int = 10
     env_prefix: str = ""
     env_database_key: str = "DATABASE"
+    # How often the role is backed up unless MULTI_DB_<ROLE>_BACKUP_INTERVAL says otherwise.
+    backup_interval: str = "1d"
 
     @property
     def prefix(self) -> str:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL
 
 from multidb import tls
 from multidb.api_keys import KeysFileError, load_keys
+from multidb.backups.policy import BackupSettings, load_backup_settings
 from multidb.errors import SettingsError as SettingsError  # noqa: PLC0414 - re-exported
 from multidb.files import read_secret_file
 from multidb.jwt_keys import jwt_keys_from_env
@@ -164,6 +165,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     api_keys: tuple[str, ...] = ()
     # MULTI_DB_API_KEYS_FILE: named keys with their scopes; see multidb.api_keys.
     api_keys_file: str = ""
+    # MULTI_DB_BACKUP_DIR and each role's schedule; see multidb.backups.policy.
+    backups: BackupSettings = msgspec.field(default_factory=BackupSettings)
 
     def __repr__(self) -> str:
         return f"Settings(databases={sorted(self.databases)}, routing={self.routing})"
@@ -314,6 +317,7 @@ def load_settings(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> Sett
     raw["routing"] = _routing(env, roles)
     raw["api_keys"] = [key.strip() for key in env.get("API_KEYS", "").split(",") if key.strip()]
     raw.update(_access_secrets(env))
+    raw["backups"] = load_backup_settings(env, roles)
     result: Settings = convert_env(raw, Settings, {field: var for var, field in GLOBAL_VARIABLES})
     return result
 

@@ -29,4 +29,6 @@ def multidb_role_spec() -> RoleSpec:
         max_overflow=20,
         env_prefix="DB_",
         env_database_key="NAME",
+        # The identity data changes all day and matters most: hourly, not daily.
+        backup_interval="1h",
     )

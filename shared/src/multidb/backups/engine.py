@@ -1,0 +1,549 @@
+"""Backup, verify, drill, restore and prune of one role, with the real PostgreSQL tools.
+
+A backup is ``pg_dump --format=custom`` in the snapshot of a ``REPEATABLE READ``
+transaction that exports it (``pg_export_snapshot()``, ``pg_dump --snapshot``), so the
+row counts and the Alembic revision the manifest records are those of the dump itself.
+The dump is written under a temporary name, hashed, fsynced and renamed: a killed or
+failed run leaves no file that looks complete, and its manifest says ``failed``.
+
+A verify checks the sha256 and has ``pg_restore`` read the whole archive (``-f
+/dev/null``; ``--list`` would read the table of contents only). A drill restores the dump
+into a scratch database it creates, compares the Alembic revision and every table's row
+count with the manifest, and drops the scratch database.
+
+Only one operation runs per role at a time: :func:`try_lead` takes the advisory lock the
+role's ``backups`` job holds (:mod:`multidb.jobs`), across every replica of the service
+and the ``multidb backup`` command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from multidb.backups.policy import BackupSettings
+from multidb.backups.store import BackupStore, create_private, stamp, sync_folder
+from multidb.backups.tools import BackupToolError, PgTools, find_tools, tool_environment
+from multidb.backups.wire import BackupManifest, DrillResult, Verification
+from multidb.errors import describe
+from multidb.jobs import LOCK_SPACE, lock_key
+from multidb.roles import RoleSpec
+from multidb.settings import DatabaseSettings
+
+log = logging.getLogger("multidb.backups")
+
+JOB_NAME = "backups"
+CONNECT_TIMEOUT_S = 10.0
+# What of a tool's stderr is kept to explain a failure.
+STDERR_LINES = 20
+FAILED_KEEP = 10
+SCRATCH_PREFIX = "multidb_drill_"
+TABLES = """
+SELECT format('%I.%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema'
+  AND n.nspname NOT LIKE 'pg\\_%'
+ORDER BY 1
+"""
+
+# (done, total, what): a long step's progress, for the command line.
+Progress = Callable[[int, int, str], None]
+
+
+class BackupError(Exception):
+    """An operation failed; the message is the one line to record and show."""
+
+
+class BackupBusyError(BackupError):
+    """Another operation holds the role's backup lock."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def try_lead(database: DatabaseSettings, role: str) -> asyncpg.Connection | None:
+    """A connection holding the role's backup lock (in an open transaction: the lock goes
+    with it, and with the connection if this process dies), or None if another holds it."""
+    conn = await database.connect(timeout=CONNECT_TIMEOUT_S)
+    try:
+        await conn.execute("BEGIN")
+        led = await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock($1, $2)", LOCK_SPACE, lock_key(role, JOB_NAME)
+        )
+    except BaseException:
+        await _close(conn)
+        raise
+    if not led:
+        await _close(conn)
+        return None
+    return conn
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(conn.close(), CONNECT_TIMEOUT_S)
+
+
+async def run_tool(
+    args: Sequence[str], env: dict[str, str], on_line: Callable[[str], None] | None = None
+) -> None:
+    """Run a PostgreSQL tool; raise :class:`BackupToolError` with its error line when it
+    fails. Cancelling kills it."""
+    name = Path(args[0]).name
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    tail: deque[str] = deque(maxlen=STDERR_LINES)
+    try:
+        assert process.stderr is not None  # noqa: S101 - asked for above
+        async for raw in process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            tail.append(line)
+            if on_line is not None:
+                on_line(line)
+        code = await process.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        with contextlib.suppress(Exception):
+            await asyncio.shield(process.wait())
+        raise
+    if code != 0:
+        errors = [line for line in tail if "error:" in line or "FATAL" in line]
+        said = (errors or list(tail) or [""])[0].strip()
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
+        raise BackupToolError(f"{name} {how}" + (f": {said}" if said else ""))
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return os.fstat(handle.fileno()).st_size, digest
+
+
+def _seal(partial: Path, final: Path) -> tuple[int, str]:
+    """Hash, fsync and rename the finished dump into place."""
+    with partial.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        os.fsync(handle.fileno())
+        size = os.fstat(handle.fileno()).st_size
+    os.replace(partial, final)
+    sync_folder(final.parent)
+    return size, digest
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BackupError | BackupToolError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    return describe(exc, int(CONNECT_TIMEOUT_S * 1000))
+
+
+async def _server_major(conn: asyncpg.Connection) -> tuple[int, str]:
+    number = int(await conn.fetchval("SHOW server_version_num"))
+    version = str(await conn.fetchval("SHOW server_version")).split()[0]
+    return number // 10000, version
+
+
+async def _revision(conn: asyncpg.Connection, table: str) -> str | None:
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+        return None
+    revision: str | None = await conn.fetchval(f'SELECT version_num FROM "{table}"')
+    return revision
+
+
+async def _row_counts(conn: asyncpg.Connection, tables: Sequence[str]) -> dict[str, int]:
+    # The names come from format('%I.%I'), quoted by the server itself.
+    return {table: int(await conn.fetchval(f"SELECT count(*) FROM {table}")) for table in tables}
+
+
+class RoleBackups:
+    """The backups of ``spec``'s role in ``settings.directory``."""
+
+    def __init__(
+        self, settings: BackupSettings, spec: RoleSpec, database: DatabaseSettings
+    ) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.database = database
+        self.policy = settings.policy(spec.name)
+        self.store = BackupStore(Path(settings.directory), spec.name)
+
+    def _tools(self, major: int) -> PgTools:
+        return find_tools(self.settings.bin_dir, major)
+
+    def _environment(
+        self, dbname: str | None = None
+    ) -> contextlib.AbstractContextManager[dict[str, str]]:
+        return tool_environment(self.database, host=self.policy.host, dbname=dbname)
+
+    # ---- backup ----------------------------------------------------------------------
+
+    def start_manifest(self, trigger: str) -> BackupManifest:
+        """A ``running`` manifest, saved: raise :class:`BackupError` if the folder is not
+        writable."""
+        manifest = self.store.new(trigger)
+        try:
+            self.store.prepare()
+            self.store.save(manifest)
+        except OSError as exc:
+            msg = f"cannot write to the backup folder {self.store.folder}: {_describe(exc)}"
+            raise BackupError(msg) from None
+        return manifest
+
+    async def run_backup(
+        self,
+        trigger: str = "schedule",
+        *,
+        manifest: BackupManifest | None = None,
+        progress: Progress | None = None,
+    ) -> BackupManifest:
+        """Dump the role's database; the manifest says ``ok`` or why it ``failed``.
+        Raise :class:`BackupError` when it failed."""
+        manifest = manifest or self.start_manifest(trigger)
+        started = time.monotonic()
+        partial = self.store.partial_path(manifest)
+        try:
+            await self._dump(manifest, partial, progress)
+        except BaseException as exc:
+            partial.unlink(missing_ok=True)
+            manifest.status = "failed"
+            manifest.error = (
+                "interrupted: the operation was cancelled"
+                if isinstance(exc, asyncio.CancelledError)
+                else _describe(exc)
+            )
+            manifest.finished_at = _now()
+            manifest.duration_s = round(time.monotonic() - started, 3)
+            with contextlib.suppress(OSError):
+                self.store.save(manifest)
+            log.error(
+                "backup %s of role %s failed: %s", manifest.id, self.spec.name, manifest.error
+            )
+            if isinstance(exc, Exception):
+                raise BackupError(manifest.error) from None
+            raise
+        manifest.status = "ok"
+        manifest.finished_at = _now()
+        manifest.duration_s = round(time.monotonic() - started, 3)
+        self.store.save(manifest)
+        log.info(
+            "backup %s of role %s: %d bytes in %.1f s",
+            manifest.id,
+            self.spec.name,
+            manifest.size_bytes or 0,
+            manifest.duration_s,
+        )
+        return manifest
+
+    async def _dump(
+        self, manifest: BackupManifest, partial: Path, progress: Progress | None
+    ) -> None:
+        conn = await self.database.connect(timeout=CONNECT_TIMEOUT_S)
+        try:
+            major, manifest.server_version = await _server_major(conn)
+            tools = self._tools(major)
+            manifest.pg_dump_version = tools.version
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+                tables = [row[0] for row in await conn.fetch(TABLES)]
+                create_private(partial)
+                args = [
+                    tools.pg_dump,
+                    "--format=custom",
+                    f"--snapshot={snapshot}",
+                    f"--file={partial}",
+                    "--no-password",
+                ]
+                on_line = None
+                if progress is not None:
+                    args.append("--verbose")
+                    on_line = _table_progress("dumping contents of table", len(tables), progress)
+                with self._environment() as env:
+                    dump = asyncio.create_task(run_tool(args, env, on_line))
+                    try:
+                        # Counted while pg_dump copies, in the snapshot it imported.
+                        manifest.alembic_revision = await _revision(conn, self.spec.version_table)
+                        manifest.row_counts = await _row_counts(conn, tables)
+                    except BaseException:
+                        dump.cancel()
+                        await asyncio.gather(dump, return_exceptions=True)
+                        raise
+                    await dump
+        finally:
+            await _close(conn)
+        manifest.size_bytes, manifest.sha256 = await asyncio.to_thread(
+            _seal, partial, self.store.dump_path(manifest)
+        )
+
+    # ---- verify ----------------------------------------------------------------------
+
+    async def _check_digest(self, manifest: BackupManifest) -> str | None:
+        """Why the dump's file does not match its manifest, or None when it does."""
+        path = self.store.dump_path(manifest)
+        try:
+            size, digest = await asyncio.to_thread(_digest, path)
+        except FileNotFoundError:
+            return f"the dump file {path.name} is missing"
+        if digest != manifest.sha256 or size != manifest.size_bytes:
+            return (
+                f"the dump's sha256 differs from the manifest's ({size} bytes read, "
+                f"{manifest.size_bytes} recorded): the file changed after the backup"
+            )
+        return None
+
+    def _archive_tools(self, manifest: BackupManifest) -> PgTools:
+        major = int((manifest.pg_dump_version or "0").split(".")[0])
+        return self._tools(major)
+
+    async def verify(
+        self, manifest: BackupManifest, progress: Progress | None = None
+    ) -> BackupManifest:
+        """Check the sha256 and read the whole archive; record the outcome in the manifest."""
+        error = await self._check_digest(manifest)
+        if error is None:
+            try:
+                tools = self._archive_tools(manifest)
+                args = [tools.pg_restore, "--file=/dev/null", str(self.store.dump_path(manifest))]
+                on_line = None
+                if progress is not None:
+                    args.append("--verbose")
+                    total = len(manifest.row_counts)
+                    on_line = _table_progress("processing data for table", total, progress)
+                with self._environment() as env:
+                    await run_tool(args, env, on_line)
+            except (BackupToolError, OSError) as exc:
+                error = f"the archive cannot be read whole: {_describe(exc)}"
+        manifest.verification = Verification(checked_at=_now(), passed=error is None, error=error)
+        self.store.save(manifest)
+        if error:
+            log.error(
+                "backup %s of role %s fails verification: %s", manifest.id, self.spec.name, error
+            )
+        return manifest
+
+    # ---- drill -----------------------------------------------------------------------
+
+    async def drill(
+        self, manifest: BackupManifest, progress: Progress | None = None
+    ) -> BackupManifest:
+        """Restore into a scratch database, compare with the manifest, drop it; record the
+        result in the manifest (``last_drill``)."""
+        started_at, started = _now(), time.monotonic()
+        differences: list[str] = []
+        error = await self._check_digest(manifest)
+        if error is not None:
+            differences.append(error)
+        else:
+            try:
+                differences = await self._restore_and_compare(manifest, progress)
+            except (BackupError, BackupToolError, OSError, asyncpg.PostgresError) as exc:
+                differences.append(f"the restore failed: {_describe(exc)}")
+        manifest.last_drill = DrillResult(
+            drill_id=f"{manifest.id}-{stamp(started_at)}",
+            started_at=started_at,
+            finished_at=_now(),
+            duration_s=round(time.monotonic() - started, 3),
+            passed=not differences,
+            differences=differences,
+        )
+        self.store.save(manifest)
+        if differences:
+            log.error(
+                "drill of backup %s of role %s failed: %s",
+                manifest.id,
+                self.spec.name,
+                "; ".join(differences[:5]),
+            )
+        return manifest
+
+    async def _restore_and_compare(
+        self, manifest: BackupManifest, progress: Progress | None
+    ) -> list[str]:
+        scratch = f"{SCRATCH_PREFIX}{manifest.id}"
+        admin = await self.database.connect(timeout=CONNECT_TIMEOUT_S)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+            try:
+                await admin.execute(f'CREATE DATABASE "{scratch}"')
+            except asyncpg.PostgresError as exc:
+                raise BackupError(f"cannot create the scratch database: {describe(exc)}") from None
+            try:
+                await self._pg_restore(manifest, scratch, ["--no-owner", "--no-acl"], progress)
+                restored = await self.database.connect(timeout=CONNECT_TIMEOUT_S, database=scratch)
+                try:
+                    revision = await _revision(restored, self.spec.version_table)
+                    tables = [row[0] for row in await restored.fetch(TABLES)]
+                    counts = await _row_counts(restored, tables)
+                finally:
+                    await _close(restored)
+            finally:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+        finally:
+            await _close(admin)
+        return _differences(manifest, revision, counts)
+
+    async def _pg_restore(
+        self,
+        manifest: BackupManifest,
+        dbname: str,
+        options: Sequence[str],
+        progress: Progress | None,
+    ) -> None:
+        tools = self._archive_tools(manifest)
+        args = [
+            tools.pg_restore,
+            "--exit-on-error",
+            "--no-password",
+            f"--dbname={dbname}",
+            *options,
+            str(self.store.dump_path(manifest)),
+        ]
+        on_line = None
+        if progress is not None:
+            args.append("--verbose")
+            on_line = _table_progress(
+                "processing data for table", len(manifest.row_counts), progress
+            )
+        with self._environment(dbname) as env:
+            await run_tool(args, env, on_line)
+
+    # ---- restore (command line only) -----------------------------------------------
+
+    async def restore(
+        self,
+        manifest: BackupManifest,
+        into: str,
+        *,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
+        """Restore into database ``into`` (created when missing), in one transaction.
+        Refuse a database that holds tables unless ``force``, saying what is there."""
+        error = await self._check_digest(manifest)
+        if error is not None:
+            raise BackupError(f"refusing to restore: {error}")
+        admin = await self.database.connect(timeout=CONNECT_TIMEOUT_S)
+        try:
+            exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", into)
+            if not exists:
+                await admin.execute(f'CREATE DATABASE "{_identifier(into)}"')
+        finally:
+            await _close(admin)
+        if exists:
+            target = await self.database.connect(timeout=CONNECT_TIMEOUT_S, database=into)
+            try:
+                tables = [row[0] for row in await target.fetch(TABLES)]
+                present = await _row_counts(target, tables[:20]) if tables else {}
+            finally:
+                await _close(target)
+            if tables and not force:
+                shown = ", ".join(f"{name} ({rows} rows)" for name, rows in present.items())
+                more = (
+                    f" and {len(tables) - len(present)} more" if len(tables) > len(present) else ""
+                )
+                msg = (
+                    f"database {into!r} is not empty: it holds {len(tables)} tables "
+                    f"({shown}{more}); restoring would overwrite them. Use --force to replace them"
+                )
+                raise BackupError(msg)
+        options = ["--no-owner", "--no-acl", "--single-transaction"]
+        if exists:
+            options += ["--clean", "--if-exists"]
+        await self._pg_restore(manifest, into, options, progress)
+
+    # ---- housekeeping ----------------------------------------------------------------
+
+    def clean_up(self) -> list[str]:
+        """Mark runs that died ``failed`` and remove their partial files. Only the holder of
+        the role's lock may call this: no run is then alive."""
+        done = []
+        for manifest in self.store.manifests():
+            if manifest.status == "running":
+                manifest.status = "failed"
+                manifest.error = "interrupted: the process running it stopped"
+                manifest.finished_at = manifest.finished_at or _now()
+                self.store.save(manifest)
+                done.append(manifest.id)
+        for leftover in self.store.leftovers():
+            leftover.unlink(missing_ok=True)
+        return done
+
+    def prune(self, now: datetime | None = None) -> list[BackupManifest]:
+        """Delete backups beyond the role's count or age; never the newest verified one,
+        nor the newest good one, nor a running one. Failed records: the last
+        ``FAILED_KEEP`` and those within the age limit are kept."""
+        now = now or _now()
+        manifests = self.store.manifests()
+        good = [m for m in manifests if m.status == "ok"]
+        verified = next((m for m in good if m.verified), None)
+        keep = {m.id for m in (verified, good[0] if good else None) if m is not None}
+        count, age = self.policy.keep_count, self.policy.keep_age_s
+        doomed = []
+        for index, manifest in enumerate(good):
+            old = age is not None and (now - manifest.started_at).total_seconds() > age
+            if manifest.id not in keep and ((count is not None and index >= count) or old):
+                doomed.append(manifest)
+        failed = [m for m in manifests if m.status == "failed"]
+        for index, manifest in enumerate(failed):
+            old = age is not None and (now - manifest.started_at).total_seconds() > age
+            if index >= FAILED_KEEP or old:
+                doomed.append(manifest)
+        for manifest in doomed:
+            self.store.delete(manifest)
+        return doomed
+
+
+def _identifier(name: str) -> str:
+    if not name or '"' in name or "\x00" in name or len(name.encode()) > 63:
+        raise BackupError(f"{name!r} is not a usable database name")
+    return name
+
+
+def _table_progress(marker: str, total: int, progress: Progress) -> Callable[[str], None]:
+    done = 0
+
+    def on_line(line: str) -> None:
+        nonlocal done
+        if marker in line:
+            done += 1
+            progress(min(done, total), total, line.rsplit(" ", 1)[-1].strip('"'))
+
+    return on_line
+
+
+def _differences(
+    manifest: BackupManifest, revision: str | None, counts: dict[str, int]
+) -> list[str]:
+    found = []
+    if revision != manifest.alembic_revision:
+        found.append(
+            f"alembic revision: {manifest.alembic_revision} in the manifest, {revision} restored"
+        )
+    for table, rows in manifest.row_counts.items():
+        if table not in counts:
+            found.append(f"{table}: missing after the restore")
+        elif counts[table] != rows:
+            found.append(f"{table}: {rows} rows in the manifest, {counts[table]} restored")
+    found.extend(
+        f"{table}: restored but not in the manifest"
+        for table in counts
+        if table not in manifest.row_counts
+    )
+    return found
