@@ -7,6 +7,7 @@ from multidb_logging.models.access import (
     AccessLogChain,
 )
 from multidb_logging.models.base import LoggingBase
+from multidb_logging.models.drills import BackupDrill
 from multidb_logging.models.logs import ApplicationLog, ErrorLog
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "AccessLog",
     "AccessLogChain",
     "ApplicationLog",
+    "BackupDrill",
     "ErrorLog",
     "LoggingBase",
 ]
