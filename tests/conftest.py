@@ -53,13 +53,22 @@ def embedded() -> Iterator[EmbeddedPostgres | None]:
 
 
 @pytest.fixture(scope="session")
-def database_env(embedded: EmbeddedPostgres | None, roles: dict[str, RoleSpec]) -> dict[str, str]:
+def database_env(
+    embedded: EmbeddedPostgres | None,
+    roles: dict[str, RoleSpec],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, str]:
     """The spec's variables pointing every role at a real, migrated database."""
     if embedded is None:
         env = _named_servers() or {}
     else:
         asyncio.run(embedded.create_databases(spec.database for spec in roles.values()))
         env = embedded.environment(roles)
+    # Scheduled backups and drills only where a test asks for them.
+    for spec in roles.values():
+        env[f"MULTI_DB_{spec.name.upper()}_BACKUP_INTERVAL"] = "off"
+        env[f"MULTI_DB_{spec.name.upper()}_DRILL_INTERVAL"] = "off"
+    env["MULTI_DB_BACKUP_DIR"] = str(tmp_path_factory.mktemp("backups"))
     settings = load_settings(env, roles)
     for name, spec in roles.items():
         migrations.upgrade(spec, "head", settings.databases[name])

@@ -44,6 +44,7 @@ with warnings.catch_warnings():
         ensure_user_exists,
     )
 
+from multidb.backups.policy import role_variable
 from multidb.files import write_private
 from multidb.roles import RoleSpec
 from multidb.settings import DatabaseSettings, variable_name
@@ -410,7 +411,8 @@ class EmbeddedPostgres:
             await conn.close()
 
     def environment(self, roles: Mapping[str, RoleSpec]) -> dict[str, str]:
-        """The spec's environment variables that point every role at this cluster."""
+        """The spec's environment variables that point every role at this cluster, and
+        the backup tools at its binaries and socket."""
         env: dict[str, str] = {}
         for spec in roles.values():
             database = self.database_settings(spec)
@@ -424,6 +426,10 @@ class EmbeddedPostgres:
                 "sslrootcert",
             ):
                 env[variable_name(spec, field)] = str(getattr(database, field))
+            # pg_dump and pg_restore of this cluster's own version, on its Unix socket:
+            # the pgserver binaries have no TLS to go through the front with.
+            env[role_variable(spec, "BACKUP_HOST")] = str(self.pgdata)
+        env["MULTI_DB_PG_BIN_DIR"] = str(self.binaries)
         return env
 
 

@@ -54,6 +54,7 @@ def multidb_cli_environment(
         embedded.start()
         resources.callback(embedded.stop)
     env = dict(embedded.environment(get_roles()))
+    env["MULTI_DB_BACKUP_DIR"] = str((DATA / "backups").resolve())
     if (DATA / "credentials.json").exists():
         env = {**load_credentials(DATA).environment(), **env}
     return env

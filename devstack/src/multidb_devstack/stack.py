@@ -242,6 +242,7 @@ def run_stack(folder: Path, say: Callable[[str], None]) -> int:
             asyncio.run(server.create_databases(spec.database for spec in roles.values()))
             env.update(server.environment(roles))
         env = {**load_credentials(folder).environment(), **env}  # what is set wins
+        env.setdefault("MULTI_DB_BACKUP_DIR", str((folder / "backups").resolve()))
         settings = load_settings(env, roles)
         for name, database in settings.databases.items():
             say(f"migrating {name} to head")

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import time
 
-from multidb.auth import ADMIN, API_KEY_HEADER, READ, mint_token
-from multidb.jwt_keys import signing_key
+from multidb.auth import ADMIN, API_KEY_HEADER, READ, internal_signing_key, mint_token
 from multidb.settings import Settings, SettingsError
 
 SUBJECT = "multidb-gateway"
@@ -22,20 +21,13 @@ RENEW_BEFORE_S = 120
 HASHED_PREFIX = "sha256:"
 
 
-def _signing_key(settings: Settings) -> tuple[str | None, str] | None:
-    """``(kid, secret)`` the gateway signs its tokens with; None without any secret."""
-    if settings.service_secret:
-        return None, settings.service_secret
-    return signing_key(settings.jwt_secret, settings.jwt_keys)
-
-
 def _plain_key(settings: Settings) -> str:
     return next((key for key in settings.api_keys if not key.startswith(HASHED_PREFIX)), "")
 
 
 def require_credential(settings: Settings) -> None:
     """Raise :class:`SettingsError` when the gateway could not authenticate to any service."""
-    if not (_signing_key(settings) or _plain_key(settings)):
+    if not (internal_signing_key(settings) or _plain_key(settings)):
         msg = (
             "MULTI_DB_SERVICE_SECRET: the gateway has no credential for its calls to the "
             "services; set MULTI_DB_SERVICE_SECRET (or JWT_SECRET or JWT_SECRETS, or a plain "
@@ -46,7 +38,7 @@ def require_credential(settings: Settings) -> None:
 
 class GatewayCredential:
     def __init__(self, settings: Settings) -> None:
-        self._key = _signing_key(settings)
+        self._key = internal_signing_key(settings)
         self._api_key = _plain_key(settings)
         self._headers: dict[str, str] = {}
         self._expires = 0.0

@@ -36,6 +36,7 @@ from litestar.middleware.authentication import (
 
 from multidb import scopes as _scopes_module
 from multidb.api_keys import KeysFile, NamedKey
+from multidb.jwt_keys import signing_key
 from multidb.scopes import describe_needed, known_scopes, unknown_scopes
 
 if TYPE_CHECKING:
@@ -241,6 +242,14 @@ def _scopes(claims: dict[str, Any]) -> frozenset[str]:
     if not isinstance(items, list | tuple):
         raise NotAuthorizedException("invalid token: 'scopes' must be a list or a string")
     return known_scopes(str(item) for item in items)
+
+
+def internal_signing_key(settings: Settings) -> tuple[str | None, str] | None:
+    """``(kid, secret)`` that signs the tokens multidb mints for its own calls between
+    services: ``MULTI_DB_SERVICE_SECRET``, else the newest JWT secret; None without any."""
+    if settings.service_secret:
+        return None, settings.service_secret
+    return signing_key(settings.jwt_secret, settings.jwt_keys)
 
 
 def mint_token(

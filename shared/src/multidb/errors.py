@@ -56,6 +56,13 @@ class NotFoundError(MultiDBError):
     title = "Not found"
 
 
+class ConflictError(MultiDBError):
+    """The request cannot run now: something it conflicts with is running."""
+
+    status_code = 409
+    title = "Conflict"
+
+
 class TooManyRequestsError(MultiDBError):
     """The caller already runs as many statements as it may; it should retry later."""
 

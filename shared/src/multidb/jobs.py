@@ -110,6 +110,9 @@ class JobRunner:
     def status(self) -> list[JobStatus]:
         return list(self._status.values())
 
+    def job_status(self, name: str) -> JobStatus | None:
+        return self._status.get(name)
+
     async def run_once(self, name: str) -> bool:
         """Run job ``name`` now if this replica gets the lead; True when it ran (and did
         not fail), False when another replica led or the run failed (see status)."""

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from multidb.backups.wire import BackupState
+
 HEALTHY = "healthy"
 UNHEALTHY = "unhealthy"
 AVAILABLE = "available"
@@ -58,7 +60,9 @@ class BackupInfo(msgspec.Struct, kw_only=True):
 
     ``sslmode``: how its connections use TLS (libpq's modes, ``prefer`` unless set);
     ``sslrootcert``, ``sslcert``, ``sslkey``: the configured certificate and key *paths*
-    (``null`` when unset), never a file's content.
+    (``null`` when unset), never a file's content. ``backups``: the role's newest good
+    backup (``last_backup``), ``next_backup_at`` and ``stale`` (see
+    :class:`~multidb.backups.wire.BackupState`); only a role's service knows them.
     """
 
     host: str
@@ -70,6 +74,8 @@ class BackupInfo(msgspec.Struct, kw_only=True):
     sslrootcert: str | None = None
     sslcert: str | None = None
     sslkey: str | None = None
+    # The role's backups: newest good one, next due, stale; see multidb.backups.
+    backups: BackupState | None = None
 
 
 class ExecuteRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

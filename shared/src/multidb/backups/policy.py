@@ -15,6 +15,9 @@ Per role (``ROLE`` is the role's name in capitals, ``DEFAULT`` for the default r
 - ``MULTI_DB_<ROLE>_DRILL_INTERVAL``: how often a restore drill runs (default ``1d``);
 - ``MULTI_DB_<ROLE>_BACKUP_HOST``: where the PostgreSQL tools reach the database when not
   at the role's ``HOST`` (a Unix socket folder, say, when the tools lack TLS).
+
+Drill results are recorded in the logging role's database through its service at
+``MULTI_DB_LOGGING_SERVICE_URL`` (the gateway's variable), when it is set.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class BackupSettings(msgspec.Struct, frozen=True, kw_only=True):
     bin_dir: str = ""
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     policies: dict[str, BackupPolicy] = msgspec.field(default_factory=dict)
+    # Where drill results are recorded: the logging role's service (MULTI_DB_LOGGING_SERVICE_URL).
+    logging_url: str = ""
 
     def policy(self, role: str) -> BackupPolicy:
         return self.policies.get(role) or BackupPolicy(
@@ -135,4 +140,5 @@ def load_backup_settings(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) 
         bin_dir=env.get("MULTI_DB_PG_BIN_DIR", "").strip(),
         timeout_s=timeout_s,
         policies=policies,
+        logging_url=env.get("MULTI_DB_LOGGING_SERVICE_URL", "").strip().rstrip("/"),
     )

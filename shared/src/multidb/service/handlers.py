@@ -12,6 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
 from multidb import auth
+from multidb.backups import routes as backup_routes
 from multidb.disconnect import cancel_on_disconnect
 from multidb.errors import ForbiddenError
 from multidb.execute import execute
@@ -110,7 +111,10 @@ async def models(state: State) -> ModelsReport:
 async def backup_info(state: State) -> BackupInfo:
     """Where the data lives and its TLS mode; the url is redacted, the password never shown,
     certificates and keys by path at most."""
-    return _runtime(state).database.backup_info()
+    runtime = _runtime(state)
+    info = runtime.database.backup_info()
+    info.backups = runtime.backups.state()
+    return info
 
 
 async def _execute_query(
@@ -168,4 +172,14 @@ async def execute_query(
     return result
 
 
-ROUTES = [livez, readyz, health, stats, models, backup_info, execute_query, metrics_endpoint]
+ROUTES = [
+    livez,
+    readyz,
+    health,
+    stats,
+    models,
+    backup_info,
+    execute_query,
+    metrics_endpoint,
+    *backup_routes.ROUTES,
+]

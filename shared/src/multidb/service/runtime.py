@@ -1,5 +1,5 @@
 """What a role service holds while it runs: pools, execute logins, the catalog sampler, the
-role's background jobs."""
+role's background jobs and its backups."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import msgspec
 import pluggy
 
 from multidb import probes
+from multidb.backups.engine import JOB_NAME as BACKUP_JOB
+from multidb.backups.manager import BackupCollector, BackupManager
 from multidb.errors import CONNECTION_ERRORS, DatabaseUnavailableError, describe
 from multidb.execute import ExecuteLimits
 from multidb.execute_logins import ExecuteLogin, LoginLimits, provision_execute_logins
@@ -105,8 +107,13 @@ class RoleRuntime:
         )
         self.metrics.watch(self.sampler, lambda: self.pool_watches, head)
         declared = plugins.hook.multidb_background_jobs(role=spec.name)
-        self.jobs = JobRunner(self, [job for found in declared for job in found or ()])
+        jobs = [job for found in declared for job in found or ()]
+        self.backups = BackupManager(spec, database, settings)
+        backup_job = self.backups.job()
+        self.jobs = JobRunner(self, [*jobs, *([backup_job] if backup_job else [])])
+        self.backups.job_status = lambda: self.jobs.job_status(BACKUP_JOB)
         self.metrics.watch_jobs(self.jobs.status)
+        self.metrics.registry.register(BackupCollector(self.backups))
 
     async def start(self) -> None:
         await self.admin
@@ -118,6 +125,7 @@ class RoleRuntime:
             log.warning("role %s: execute logins not ready yet: %s", self.spec.name, exc.detail)
 
     async def stop(self) -> None:
+        await self.backups.stop()
         await self.jobs.stop()
         await self.sampler.stop()
         pools = [self.admin, *self._execute_pools.values()]
