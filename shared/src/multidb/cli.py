@@ -5,6 +5,7 @@
     multidb health                  the fleet's health through the gateway, as a table
     multidb token --scopes S,...    mint a JWT (newest JWT_SECRETS entry and its kid, or JWT_SECRET)
     multidb key create|list|revoke  named API keys with scopes (MULTI_DB_API_KEYS_FILE)
+    multidb backup run|list|verify|drill|prune [ROLE ...], backup restore ROLE ID --into DB
 
 Plugins add commands: the development stack adds ``multidb up`` (what ``make run`` does),
 the logging role ``multidb audit verify`` (the audit trail's hash chains).
@@ -26,6 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from multidb import key_command, migrations
 from multidb.auth import ALL_SCOPES, API_KEY_HEADER, mint_token
+from multidb.backups import command as backup_command
 from multidb.engines import create_engine
 from multidb.errors import DatabaseTLSError
 from multidb.jwt_keys import jwt_keys_from_env, signing_key
@@ -259,6 +261,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--subject", default="cli", help="the token's 'sub' claim")
     token.set_defaults(run=cmd_token)
     key_command.register(commands)
+    backup_command.register(commands, command_environment)
     get_plugin_manager().hook.multidb_cli_commands(commands=commands)
     return root
 
