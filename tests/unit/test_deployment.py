@@ -30,6 +30,7 @@ from dotenv import dotenv_values
 import multidb.service.__main__ as service_main
 import multidb_gateway.__main__ as gateway_main
 from multidb import settings as core_settings
+from multidb.backups import policy as backup_policy
 from multidb.logs import LOG_VARIABLES
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
@@ -83,7 +84,7 @@ def known_variables(roles: Mapping[str, RoleSpec]) -> set[str]:
     names |= {service_url_variable(spec) for spec in roles.values()}
     names |= {service_port_variable(spec) for spec in roles.values()}
     known = GATEWAY_VARIABLES | PROCESS_VARIABLES | OTHER_VARIABLES | ACCESS_VARIABLES
-    return names | known | set(LOG_VARIABLES)
+    return names | known | set(LOG_VARIABLES) | backup_policy.variables(roles)
 
 
 def password_file_variable(spec: RoleSpec) -> str:

@@ -34,6 +34,9 @@ from multidb.roles import RoleSpec
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 OFF = "off"
+# Process-wide variables; each role adds MULTI_DB_<ROLE>_ + one of ROLE_KEYS.
+GLOBAL_VARIABLES = ("MULTI_DB_BACKUP_DIR", "MULTI_DB_PG_BIN_DIR", "MULTI_DB_BACKUP_TIMEOUT_S")
+ROLE_KEYS = ("BACKUP_INTERVAL", "BACKUP_KEEP", "DRILL_INTERVAL", "BACKUP_HOST")
 DEFAULT_KEEP = "48,7d"
 DEFAULT_DRILL_INTERVAL = "1d"
 
@@ -113,6 +116,12 @@ def role_variable(spec: RoleSpec, name: str) -> str:
     return f"MULTI_DB_{spec.name.upper()}_{name}"
 
 
+def variables(roles: Mapping[str, RoleSpec]) -> set[str]:
+    """Every variable the backup settings read for ``roles``."""
+    per_role = {role_variable(spec, key) for spec in roles.values() for key in ROLE_KEYS}
+    return set(GLOBAL_VARIABLES) | per_role
+
+
 def load_backup_settings(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> BackupSettings:
     policies = {}
     for name, spec in roles.items():
@@ -140,5 +149,16 @@ def load_backup_settings(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) 
         bin_dir=env.get("MULTI_DB_PG_BIN_DIR", "").strip(),
         timeout_s=timeout_s,
         policies=policies,
-        logging_url=env.get("MULTI_DB_LOGGING_SERVICE_URL", "").strip().rstrip("/"),
+        logging_url=_logging_url(env, roles),
     )
+
+
+def _logging_url(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> str:
+    """Where the logging role's service is, as the gateway finds it: its
+    ``MULTI_DB_LOGGING_SERVICE_URL``, else its own port on this host when its database is
+    configured; empty without a logging role."""
+    url = env.get("MULTI_DB_LOGGING_SERVICE_URL", "").strip()
+    spec = roles.get("logging")
+    if not url and spec is not None and env.get(f"{spec.prefix}HOST", "").strip():
+        url = f"http://127.0.0.1:{spec.port}"
+    return url.rstrip("/")
