@@ -129,6 +129,16 @@ def test_the_dashboard_shows_the_fleet_live(page: Page, fleet: ProcessFleet) -> 
     expect(healthy).to_have_count(len(BUILTIN_ROLES), timeout=15_000)
     expect(page.locator("#credential-form")).to_be_hidden()
 
+    # Each card says when its role was last backed up: a backup started now shows, verified.
+    started = httpx.post(
+        f"{fleet.url('default')}/backups", headers={"X-API-Key": API_KEY}, timeout=10
+    )
+    assert started.status_code == 202, started.text
+    backup = page.locator('.card[data-role="default"] dd.backup')
+    expect(backup).to_contain_text("verified", timeout=30_000)
+    expect(backup).to_contain_text("s ago")
+    expect(page.locator('.card[data-role="analytics"] dd.backup')).to_contain_text("schedule off")
+
     # The audit panel lists an execute made just now (delivered in the background).
     request_id = f"browser-{uuid.uuid4().hex[:12]}"
     done = httpx.post(

@@ -8,6 +8,7 @@
   const STATS_MS = 5000;
   const HISTORY_MS = 10000;
   const AUDIT_MS = 5000;
+  const BACKUP_MS = 10000;
   const AUDIT_LIMIT = 20;
   const MAX_POINTS = 300;
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"];
@@ -133,6 +134,7 @@
     ["cache", "cache hit"],
     ["tables", "tables"],
     ["commits", "commits / rollbacks"],
+    ["backup", "last backup"],
   ];
 
   function card(role) {
@@ -212,6 +214,46 @@
     } else {
       $("health-note").textContent = "Health: " + problem(answer);
     }
+  }
+
+  function ago(seconds) {
+    if (seconds < 120) return Math.round(seconds) + " s ago";
+    if (seconds < 7200) return Math.round(seconds / 60) + " min ago";
+    if (seconds < 172800) return (seconds / 3600).toFixed(1) + " h ago";
+    return Math.round(seconds / 86400) + " d ago";
+  }
+
+  // "12 s ago · verified · drill passed", or why not; "stale" when older than twice the interval.
+  function backupLine(state) {
+    if (!state) return "–";
+    const last = state.last_backup;
+    const parts = [];
+    if (state.stale) parts.push("STALE");
+    if (!last) parts.push(state.schedule === "off" ? "never (schedule off)" : "none yet");
+    else {
+      parts.push(ago(last.age_s), last.verified ? "verified" : "not verified");
+      if (last.last_drill) parts.push(last.last_drill.passed ? "drill passed" : "drill FAILED");
+    }
+    if (state.running) parts.push("running: " + state.running);
+    if (state.last_failure) parts.push("failed: " + state.last_failure);
+    return parts.join(" · ");
+  }
+
+  function renderBackups(body) {
+    for (const role of Object.keys(body)) {
+      const info = body[role] || {};
+      const entry = card(role);
+      const state = info.backups;
+      entry.values.backup.textContent = info.status === "unavailable" ? "unavailable" : backupLine(state);
+      entry.values.backup.dataset.stale = state && state.stale ? "true" : "false";
+    }
+  }
+
+  async function pollBackups() {
+    const answer = await api("/database/backup/info");
+    if (refused(answer)) return;
+    // 403: this credential may not administer any database; the field stays "–".
+    if (answer.status === 200 && answer.body) renderBackups(answer.body);
   }
 
   async function pollStats() {
@@ -414,6 +456,7 @@
     loop(pollStats, STATS_MS);
     loop(pollHistory, HISTORY_MS);
     loop(pollAudit, AUDIT_MS);
+    loop(pollBackups, BACKUP_MS);
   }
 
   document.addEventListener("DOMContentLoaded", () => {
