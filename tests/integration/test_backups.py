@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import stat
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,22 @@ async def test_a_drill_restores_into_a_scratch_database_and_compares(
         assert left.json()["result"] == [[0]]
         info = (await client.get("/backup/info", headers=ADMIN)).json()
         assert info["backups"]["last_backup"]["last_drill"]["passed"] is True
+        assert info["backups"]["stale"] is False
+        assert info["backups"]["schedule"] == "off"
+
+        metrics = (await client.get("/metrics", headers=ADMIN)).text
+        finished = datetime.fromisoformat(drilled["finished_at"]).timestamp()
+        assert f'multidb_backup_drill_success{{role="analytics"}} 1.0' in metrics
+        assert (
+            f'multidb_backup_size_bytes{{role="analytics"}} {float(drilled["size_bytes"])}'
+            in metrics
+        )
+        line = next(
+            row
+            for row in metrics.splitlines()
+            if row.startswith('multidb_backup_last_success_timestamp_seconds{role="analytics"}')
+        )
+        assert abs(float(line.split()[-1]) - finished) < 0.01
 
 
 async def test_one_flipped_byte_fails_verify_and_drill_with_a_reason(
