@@ -125,7 +125,7 @@ async def test_a_drill_restores_into_a_scratch_database_and_compares(
 
         metrics = (await client.get("/metrics", headers=ADMIN)).text
         finished = datetime.fromisoformat(drilled["finished_at"]).timestamp()
-        assert f'multidb_backup_drill_success{{role="analytics"}} 1.0' in metrics
+        assert 'multidb_backup_drill_success{role="analytics"} 1.0' in metrics
         assert (
             f'multidb_backup_size_bytes{{role="analytics"}} {float(drilled["size_bytes"])}'
             in metrics
