@@ -138,6 +138,7 @@ async def _led(role: RoleBackups, work: Callable[[], Awaitable[int]]) -> int:
         return 1
     try:
         role.clean_up()
+        await role.drop_scratch_databases()
         return await work()
     finally:
         with contextlib.suppress(Exception):

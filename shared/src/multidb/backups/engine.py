@@ -185,6 +185,26 @@ class RoleBackups:
         self.policy = settings.policy(spec.name)
         self.store = BackupStore(Path(settings.directory), spec.name)
 
+    @property
+    def scratch_prefix(self) -> str:
+        """Scratch databases of this role's drills: ``multidb_drill_<role>_<id>``."""
+        return f"{SCRATCH_PREFIX}{self.spec.name}_"
+
+    async def drop_scratch_databases(self) -> list[str]:
+        """Drop scratch databases a killed drill of this role left behind. Only the holder
+        of the role's lock may call this: no drill of the role is then running."""
+        conn = await self.database.connect(timeout=CONNECT_TIMEOUT_S)
+        try:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
+                self.scratch_prefix,
+            )
+            for row in rows:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{row[0]}" WITH (FORCE)')
+        finally:
+            await _close(conn)
+        return [row[0] for row in rows]
+
     def _tools(self, major: int) -> PgTools:
         return find_tools(self.settings.bin_dir, major)
 
@@ -376,7 +396,7 @@ class RoleBackups:
     async def _restore_and_compare(
         self, manifest: BackupManifest, progress: Progress | None
     ) -> list[str]:
-        scratch = f"{SCRATCH_PREFIX}{manifest.id}"
+        scratch = f"{self.scratch_prefix}{manifest.id}"
         admin = await self.database.connect(timeout=CONNECT_TIMEOUT_S)
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')

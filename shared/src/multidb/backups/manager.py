@@ -96,6 +96,7 @@ class BackupManager:
     async def _tick(self, _runtime: RoleRuntime, _lock: asyncpg.Connection) -> None:
         """One look at what is due, as the role's leader (the job holds the lock)."""
         self.engine.clean_up()
+        await self.engine.drop_scratch_databases()
         now = _now()
         failure: BackupError | None = None
         manifests = self.engine.store.manifests()
