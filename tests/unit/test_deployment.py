@@ -391,10 +391,13 @@ def test_the_compose_environments_are_valid_settings(
 ) -> None:
     for role in ROLES:
         (tmp_path / secret_name(role)).write_text(f"{role}-password\n")
+    logging_url = f"http://logging:{ROLES['logging'].port}"
     for role in ROLES:
         for name in (f"migrate-{role}", role):
             settings = load_settings(_substituted(services[name]["environment"], tmp_path), ROLES)
             assert list(settings.databases) == [role], name
+        assert settings.backups.directory == BACKUP_FOLDER, role
+        assert settings.backups.logging_url == logging_url, f"{role}: drill results reach logging"
     env = _substituted(services[GATEWAY]["environment"], tmp_path)
     gateway = load_gateway_settings(env, ROLES)
     assert gateway.core.databases == {}
@@ -407,9 +410,34 @@ def test_gateway_finds_each_service_by_its_compose_name(
     env = services["gateway"]["environment"]
     for role, spec in ROLES.items():
         assert env[service_url_variable(spec)] == f"http://{role}:{spec.port}"
+    logging_url = service_url_variable(ROLES["logging"])
     for name, service in app_services(services).items():
-        if not is_gateway(service):
-            assert not any(k.endswith("_SERVICE_URL") for k in service["environment"]), name
+        if is_gateway(service):
+            continue
+        urls = {k: v for k, v in service["environment"].items() if k.endswith("_SERVICE_URL")}
+        if migration_role(service) is not None:
+            assert not urls, name
+        else:  # a role service finds the logging service (its drill results) as the gateway does
+            assert urls == {logging_url: env[logging_url]}, name
+
+
+def test_role_services_keep_their_backups_in_a_volume_of_their_own(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    volumes = {}
+    for role in ROLES:
+        service = services[role]
+        [mount] = service.get("volumes", [])
+        volume, _, folder = mount.partition(":")
+        assert folder == BACKUP_FOLDER, f"{role}: the folder the image makes for the app user"
+        assert service["environment"]["MULTI_DB_BACKUP_DIR"] == BACKUP_FOLDER, role
+        assert volume in compose["volumes"], f"{role}: {volume} is a named volume"
+        volumes[role] = volume
+    assert len(set(volumes.values())) == len(ROLES), "no role sees another role's dumps"
+    for name, service in app_services(services).items():
+        if migration_role(service) is not None or is_gateway(service):
+            assert "volumes" not in service, f"{name} takes no backups"
+            assert "MULTI_DB_BACKUP_DIR" not in service["environment"], name
 
 
 def _compose_client() -> list[str] | None:
