@@ -15,6 +15,9 @@
 # depends on nothing but the shared library, so that adds only their own code; the gateway
 # never connects to a database and gets no database password.
 #
+# The role images also hold pg_dump/pg_restore 16 for their backups (stage role-runtime);
+# the gateway's does not.
+#
 # A new role gets a build stage and a target like the four below (the deployment test
 # fails until it has them). What each image holds, and its size: docs/images.md, made by
 # bench/image_contents.py. Checked structurally by tests/unit/test_deployment.py (no
@@ -66,6 +69,43 @@ ENV PATH=/app/.venv/bin:$PATH \
 USER 10001:10001
 
 
+# ---- the role runtime: the runtime plus pg_dump/pg_restore 16 ---------------------------
+# Every role service takes, verifies and drills its own database's backups with pg_dump and
+# pg_restore (multidb.backups), which must be of a major version at least the server's:
+# 16, the major of the compose file's servers (postgres:16). Debian's own client is
+# whatever major its release carries (15 in bookworm), so the client comes from the
+# PostgreSQL project's apt repository (PGDG), set up the documented way (the script in
+# postgresql-common), at the servers' major. The gateway never runs them: its image stays
+# on the plain runtime.
+#
+# MULTI_DB_PG_BIN_DIR names the versioned folder, so the tools are that one installation's
+# pair and a missing or moved client is one error naming the folder: without it the search
+# would find them too, but PATH's pg_dump is Debian's pg_wrapper (a Perl script choosing a
+# version by its own rules). A server major change moves the 16s here and in
+# docker-compose.yml together (tests/unit/test_deployment.py checks they agree).
+#
+# MULTI_DB_BACKUP_DIR is the image's backups folder (the default, .data/backups under /app,
+# is not the app user's to write). The folder is owned by the app user: a named volume
+# mounted there (compose) takes the ownership and mode of the image's folder when first used.
+
+FROM runtime AS role-runtime
+
+USER root
+
+ARG DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-common \
+ && /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y \
+ && apt-get install -y --no-install-recommends postgresql-client-16 \
+ && rm -rf /var/lib/apt/lists/* \
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/multidb/backups
+
+ENV MULTI_DB_PG_BIN_DIR=/usr/lib/postgresql/16/bin \
+    MULTI_DB_BACKUP_DIR=/var/lib/multidb/backups
+
+USER 10001:10001
+
+
 # ---- role: default ----------------------------------------------------------------------
 # Each role in two layers: its third-party dependencies exactly as locked (rebuilt only
 # when a pyproject.toml or uv.lock changes), then the shared library and the role itself.
@@ -78,7 +118,7 @@ COPY services/default/src services/default/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable --package multidb-default
 
-FROM runtime AS default
+FROM role-runtime AS default
 COPY --from=build-default /app/.venv /app/.venv
 EXPOSE 8001
 CMD ["python", "-m", "multidb.service", "default", "--host", "0.0.0.0"]
@@ -94,7 +134,7 @@ COPY services/analytics/src services/analytics/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable --package multidb-analytics
 
-FROM runtime AS analytics
+FROM role-runtime AS analytics
 COPY --from=build-analytics /app/.venv /app/.venv
 EXPOSE 8002
 CMD ["python", "-m", "multidb.service", "analytics", "--host", "0.0.0.0"]
@@ -110,7 +150,7 @@ COPY services/logging/src services/logging/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable --package multidb-logging
 
-FROM runtime AS logging
+FROM role-runtime AS logging
 COPY --from=build-logging /app/.venv /app/.venv
 EXPOSE 8003
 CMD ["python", "-m", "multidb.service", "logging", "--host", "0.0.0.0"]
@@ -126,7 +166,7 @@ COPY services/archive/src services/archive/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable --package multidb-archive
 
-FROM runtime AS archive
+FROM role-runtime AS archive
 COPY --from=build-archive /app/.venv /app/.venv
 EXPOSE 8004
 CMD ["python", "-m", "multidb.service", "archive", "--host", "0.0.0.0"]

@@ -7,8 +7,9 @@ For every build target of the Dockerfile (one per role, one for the gateway) the
 stages are replayed (tests/dockerfile.py: the same COPY and ``uv sync`` steps, offline from
 uv's cache, bytecode compiled as in the image) into a temporary virtualenv; the packages are
 read from its metadata and the size is the sum of its files. An image is that virtualenv on
-top of ``python:3.11-slim``, whose size is not measured here (no engine): BASE_MB is the
-figure to replace with ``docker image ls python:3.11-slim`` where an engine runs.
+top of ``python:3.11-slim`` (and, for a role, the PostgreSQL client), whose size is not
+measured here (no engine): BASE_MB and PG_CLIENT_MB are the figures to replace with
+``docker image ls`` where an engine runs.
 
 For comparison, the same measure of the one image every process ran before the roles were
 split (BEFORE, the commit where the shared library still depended on pgserver).
@@ -28,18 +29,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.dockerfile import ROOT, installed_distributions, replay, stages
+from tests.dockerfile import ROOT, installed_distributions, lineage, replay, stages, targets
 
 OUTPUT = ROOT / "docs" / "images.md"
 BASE_IMAGE = "python:3.11-slim"
 BASE_MB = 130  # uncompressed, linux/amd64, approximately: replace with a measured figure
+# What a role image adds besides /app/.venv: pg_dump/pg_restore (stage role-runtime's
+# postgresql-client-16 and what it pulls in, perl included, which the Debian packaging's
+# scripts need, about 48 of these). An estimate from the packages' Installed-Size on
+# bookworm, not measured: replace with `docker image ls` where an engine runs.
+PG_CLIENT_MB = 60
+PG_CLIENT_STAGE = "role-runtime"
 BEFORE = "1cc7bb1"
 MB = 1_000_000
 
 
-def targets() -> list[str]:
-    """The images: every stage built from ``runtime``."""
-    return [name for name, stage in stages().items() if stage.base == "runtime"]
+def extra_mb(target: str) -> int:
+    """What ``target``'s runtime adds to the base besides the virtualenv (estimated)."""
+    holds_client = any(stage.name == PG_CLIENT_STAGE for stage in lineage(target, stages()))
+    return PG_CLIENT_MB if holds_client else 0
 
 
 def tree_size(folder: Path) -> int:
@@ -128,9 +136,13 @@ def report(include_before: bool) -> str:
         "Dockerfile change). No Docker engine runs on the dev machines: each target's build",
         "stages are replayed without one (`tests/dockerfile.py`: the same `COPY` and",
         "`uv sync` steps, offline from uv's cache, bytecode compiled as in the image), and the",
-        "virtualenv they make, which is all a target adds to the base, is measured.",
+        "virtualenv they make, which is all a target adds to its runtime stage, is measured.",
         f"The base, `{BASE_IMAGE}`, is about {BASE_MB} MB uncompressed (an estimate, not",
-        "measured here: `docker image ls` gives the figure where an engine runs).",
+        "measured here: `docker image ls` gives the figure where an engine runs). A role's",
+        f"image adds pg_dump/pg_restore 16 for its backups (stage `{PG_CLIENT_STAGE}`:",
+        "`postgresql-client-16` from the PostgreSQL apt repository), about",
+        f"{PG_CLIENT_MB} MB, also an estimate (the packages' installed sizes; perl, which",
+        "Debian's PostgreSQL packaging needs, is most of it); the gateway's does not.",
         "",
         "| target | runs | distributions | /app/.venv | image, estimated |",
         "|---|---|---|---|---|",
@@ -140,7 +152,7 @@ def report(include_before: bool) -> str:
         command = (commands[target] or "").strip("[]").replace('"', "").replace(",", "")
         lines.append(
             f"| `{target}` | `{command}` | {len(packages)} | {_megabytes(size)} "
-            f"| {BASE_MB + size / MB:.0f} MB |"
+            f"| {BASE_MB + extra_mb(target) + size / MB:.0f} MB |"
         )
     lines += [
         "",

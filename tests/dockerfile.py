@@ -81,6 +81,13 @@ def lineage(name: str, every: dict[str, Stage]) -> list[Stage]:
     return chain
 
 
+def targets(every: dict[str, Stage] | None = None) -> list[str]:
+    """The images, in file order: every stage with a ``build-<name>`` stage (whose
+    virtualenv it copies), whichever runtime it is built on."""
+    found = stages() if every is None else every
+    return [name for name in found if f"build-{name}" in found]
+
+
 def copied_from(stage: Stage) -> list[str]:
     """The stages a stage copies from (``COPY --from=<stage>``)."""
     return re.findall(r"--from=(\S+)", " ".join(stage.copies()))

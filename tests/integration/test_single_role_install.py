@@ -32,6 +32,7 @@ from tests.dockerfile import (
     locked_distributions,
     replay,
     stages,
+    targets,
     uv_sync_packages,
 )
 from tests.processes import wait_ready
@@ -47,7 +48,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return staging / ".venv"
 
 
-TARGETS = [name for name, stage in stages().items() if stage.base == "runtime"]
+TARGETS = targets()
 
 
 @pytest.mark.parametrize("target", TARGETS)

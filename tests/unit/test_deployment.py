@@ -44,7 +44,7 @@ from multidb.settings import (
 )
 from multidb_gateway import settings as gateway_settings
 from multidb_gateway.settings import load_gateway_settings, service_url_variable
-from tests.dockerfile import Stage, copied_from, lineage, stages, uv_sync_packages
+from tests.dockerfile import Stage, copied_from, lineage, stages, targets, uv_sync_packages
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -59,6 +59,10 @@ PG_CONTAINER_PORT = 5432
 DB_HOST_PORTS = [5432, 5433, 5434, 5435]
 REQUIRED_SECRETS = ("API_KEYS", "JWT_SECRET")
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 - what the containers listen on
+# Backups: the role images' stage with pg_dump/pg_restore, and the folder they write to.
+ROLE_RUNTIME = "role-runtime"
+BACKUP_FOLDER = "/var/lib/multidb/backups"
+APP_USER = "10001:10001"
 
 # Names the code reads that no constant exposes; each is proven read by a test below.
 GATEWAY_VARIABLES = {
@@ -387,10 +391,13 @@ def test_the_compose_environments_are_valid_settings(
 ) -> None:
     for role in ROLES:
         (tmp_path / secret_name(role)).write_text(f"{role}-password\n")
+    logging_url = f"http://logging:{ROLES['logging'].port}"
     for role in ROLES:
         for name in (f"migrate-{role}", role):
             settings = load_settings(_substituted(services[name]["environment"], tmp_path), ROLES)
             assert list(settings.databases) == [role], name
+        assert settings.backups.directory == BACKUP_FOLDER, role
+        assert settings.backups.logging_url == logging_url, f"{role}: drill results reach logging"
     env = _substituted(services[GATEWAY]["environment"], tmp_path)
     gateway = load_gateway_settings(env, ROLES)
     assert gateway.core.databases == {}
@@ -403,9 +410,34 @@ def test_gateway_finds_each_service_by_its_compose_name(
     env = services["gateway"]["environment"]
     for role, spec in ROLES.items():
         assert env[service_url_variable(spec)] == f"http://{role}:{spec.port}"
+    logging_url = service_url_variable(ROLES["logging"])
     for name, service in app_services(services).items():
-        if not is_gateway(service):
-            assert not any(k.endswith("_SERVICE_URL") for k in service["environment"]), name
+        if is_gateway(service):
+            continue
+        urls = {k: v for k, v in service["environment"].items() if k.endswith("_SERVICE_URL")}
+        if migration_role(service) is not None:
+            assert not urls, name
+        else:  # a role service finds the logging service (its drill results) as the gateway does
+            assert urls == {logging_url: env[logging_url]}, name
+
+
+def test_role_services_keep_their_backups_in_a_volume_of_their_own(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    volumes = {}
+    for role in ROLES:
+        service = services[role]
+        [mount] = service.get("volumes", [])
+        volume, _, folder = mount.partition(":")
+        assert folder == BACKUP_FOLDER, f"{role}: the folder the image makes for the app user"
+        assert service["environment"]["MULTI_DB_BACKUP_DIR"] == BACKUP_FOLDER, role
+        assert volume in compose["volumes"], f"{role}: {volume} is a named volume"
+        volumes[role] = volume
+    assert len(set(volumes.values())) == len(ROLES), "no role sees another role's dumps"
+    for name, service in app_services(services).items():
+        if migration_role(service) is not None or is_gateway(service):
+            assert "volumes" not in service, f"{name} takes no backups"
+            assert "MULTI_DB_BACKUP_DIR" not in service["environment"], name
 
 
 def _compose_client() -> list[str] | None:
@@ -672,12 +704,15 @@ def test_every_stage_is_on_the_required_python_or_another_stage() -> None:
 
 
 def test_one_target_per_role_and_one_for_the_gateway() -> None:
-    targets = [*ROLES, GATEWAY]
-    expected = {"builder", "runtime", *targets, *(f"build-{t}" for t in targets)}
+    images = [*ROLES, GATEWAY]
+    expected = {"builder", "runtime", ROLE_RUNTIME, *images, *(f"build-{t}" for t in images)}
     assert set(STAGES) == expected
+    assert targets(STAGES) == images
     assert list(STAGES)[-1] == GATEWAY, "a plain `docker build .` builds the gateway"
-    for target in targets:
-        assert STAGES[target].base == "runtime"
+    assert STAGES[ROLE_RUNTIME].base == "runtime"
+    for target in images:
+        # The roles' runtime has their backup tools; the gateway never runs them.
+        assert STAGES[target].base == ("runtime" if target == GATEWAY else ROLE_RUNTIME)
         assert STAGES[f"build-{target}"].base == "builder"
         # The target holds the virtualenv its build stage made, and nothing else.
         assert STAGES[target].copies() == [f"--from=build-{target} /app/.venv /app/.venv"]
@@ -759,8 +794,17 @@ def test_the_runtime_stage_runs_unprivileged() -> None:
     user = kinds["USER"].split(":")[0]
     assert user == "10001"
     assert "--uid 10001" in " ".join(runtime.runs())
+    # The role runtime installs its packages as root, then switches back to the app user.
+    role_runtime = STAGES[ROLE_RUNTIME].instructions
+    users = [i for i, (kind, _) in enumerate(role_runtime) if kind == "USER"]
+    assert [role_runtime[i][1] for i in users] == ["root", APP_USER]
+    assert all(users[0] < i < users[1] for i, (k, _) in enumerate(role_runtime) if k == "RUN")
+    assert users[1] == len(role_runtime) - 1, "nothing runs after the switch back"
     for target in [*ROLES, GATEWAY]:  # nothing on top switches back to root
         assert all(kind != "USER" for kind, _ in STAGES[target].instructions), target
+        chain = lineage(target, STAGES)
+        switches = [args for stage in chain for kind, args in stage.instructions if kind == "USER"]
+        assert switches[-1] == APP_USER, target
         assert not STAGES[target].runs(), f"{target}: copies the venv, runs nothing as root"
     assert copied_from(STAGES["builder"]) == ["ghcr.io/astral-sh/uv:0.13.9"]
 
@@ -775,3 +819,66 @@ def test_compose_runs_each_image_as_its_target_says(services: dict[str, dict[str
                 assert str(container) == stage.first("EXPOSE"), name
         else:
             assert migration_role(service) == target, f"{name} migrates its image's role"
+
+
+# ---- Dockerfile: the backup tools of the role images ---------------------------------------
+
+
+def stage_environment(stage: Stage) -> dict[str, str]:
+    """What a stage's ``ENV`` instructions set."""
+    found = {}
+    for args in (args for kind, args in stage.instructions if kind == "ENV"):
+        for assignment in shlex.split(args):
+            key, _, value = assignment.partition("=")
+            found[key] = value
+    return found
+
+
+def image_environment(target: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for stage in lineage(target, STAGES):
+        found |= stage_environment(stage)
+    return found
+
+
+def servers_major() -> int:
+    """The PostgreSQL major of the compose file's servers (one for all)."""
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    majors = {s["image"].partition(":")[2] for s in services.values() if is_database(s)}
+    assert len(majors) == 1, f"one PostgreSQL major for every server: {majors}"
+    [major] = majors
+    assert major.isdigit(), f"postgres:<major>, not {major!r}"
+    return int(major)
+
+
+def test_role_images_hold_pg_dump_and_pg_restore_of_the_servers_major() -> None:
+    """Installed the PostgreSQL project's documented way, named by MULTI_DB_PG_BIN_DIR."""
+    major = servers_major()
+    [run] = STAGES[ROLE_RUNTIME].runs()
+    steps = [step.strip() for step in run.split("&&")]
+    assert steps[:5] == [
+        "apt-get update",
+        "apt-get install -y --no-install-recommends postgresql-common",
+        "/usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y",
+        f"apt-get install -y --no-install-recommends postgresql-client-{major}",
+        "rm -rf /var/lib/apt/lists/*",
+    ]
+    user, group = APP_USER.split(":")
+    assert f"install -d -o {user} -g {group} -m 0700 {BACKUP_FOLDER}" in steps
+    for role in ROLES:
+        assert ROLE_RUNTIME in [stage.name for stage in lineage(role, STAGES)], role
+        env = image_environment(role)
+        assert env["MULTI_DB_PG_BIN_DIR"] == f"/usr/lib/postgresql/{major}/bin", role
+        assert env["MULTI_DB_BACKUP_DIR"] == BACKUP_FOLDER, role
+    assert set(stage_environment(STAGES[ROLE_RUNTIME])) <= KNOWN, "variables the code reads"
+
+
+def test_the_gateway_image_has_no_postgresql_client() -> None:
+    for stage in lineage(GATEWAY, STAGES):
+        assert stage.name != ROLE_RUNTIME
+        for run in stage.runs():
+            assert "apt-get" not in run, (stage.name, run)
+            assert "postgresql" not in run, (stage.name, run)
+    env = image_environment(GATEWAY)
+    assert "MULTI_DB_PG_BIN_DIR" not in env
+    assert "MULTI_DB_BACKUP_DIR" not in env
