@@ -36,7 +36,8 @@ def _detail(body: bytes) -> str:
         return ""
 
 
-def _failure(role: str, what: str, status: int, body: bytes) -> MultiDBError:
+def failure(role: str, what: str, status: int, body: bytes) -> MultiDBError:
+    """The gateway's problem for ``role``'s answer ``status`` (not the one hoped for)."""
     said = _detail(body)
     if status == 400:
         return BadRequestError(said or f"the {role} service refused the parameters")
@@ -51,6 +52,13 @@ def _failure(role: str, what: str, status: int, body: bytes) -> MultiDBError:
     if status == 504:
         return TimeoutExceededError(f"{what} timed out: {said or status}")
     return BadGatewayError(f"the {role} service answered {status}")
+
+
+def unreachable(role: str, what: str, exc: ServiceUnreachableError) -> MultiDBError:
+    """The gateway's problem when ``role``'s service gave no answer: 504 when it did not
+    answer in time, 503 otherwise."""
+    msg = f"{what} is unavailable: the {role} service {exc.reason}"
+    return (TimeoutExceededError if exc.timed_out else DatabaseUnavailableError)(msg)
 
 
 async def fetch(
@@ -79,8 +87,7 @@ async def fetch(
             params=params,
         )
     except ServiceUnreachableError as exc:
-        msg = f"{what} is unavailable: the {role} service {exc.reason}"
-        raise (TimeoutExceededError if exc.timed_out else DatabaseUnavailableError)(msg) from None
+        raise unreachable(role, what, exc) from None
     if answer.status != 200:
-        raise _failure(role, what, answer.status, answer.body)
+        raise failure(role, what, answer.status, answer.body)
     return answer.body

@@ -14,9 +14,9 @@ from litestar.types import ControllerRouterHandler
 from multidb import auth
 from multidb.errors import NotFoundError
 from multidb.metrics import metrics_endpoint
-from multidb.openapi import RawExecuteBody, protected
+from multidb.openapi import RawExecuteBody, protected, with_options
 from multidb.wire import BackupInfo, ExecuteResult, HealthReport, ModelsReport, StatsReport
-from multidb_gateway import audit_recent, dashboard, history_route
+from multidb_gateway import audit_recent, backups_route, dashboard, history_route
 from multidb_gateway.execute_proxy import forward_execute
 from multidb_gateway.fleet import RoleAnswer
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
@@ -262,21 +262,24 @@ async def execute(
     return await forward_execute(_runtime(state), name, request)  # type: ignore[return-value]
 
 
-ROUTES: list[ControllerRouterHandler] = [
-    livez,
-    readyz,
-    health_all,
-    health_cached,
-    stats_all,
-    configured,
-    models_all,
-    backup_all,
-    health_one,
-    stats_one,
-    models_one,
-    execute,
-    *history_route.ROUTES,
-    metrics_endpoint,
-    *audit_recent.ROUTES,
-    *dashboard.ROUTES,
-]
+ROUTES: list[ControllerRouterHandler] = with_options(
+    [
+        livez,
+        readyz,
+        health_all,
+        health_cached,
+        stats_all,
+        configured,
+        models_all,
+        backup_all,
+        health_one,
+        stats_one,
+        models_one,
+        execute,
+        *history_route.ROUTES,
+        *backups_route.ROUTES,
+        metrics_endpoint,
+        *audit_recent.ROUTES,
+        *dashboard.ROUTES,
+    ]
+)

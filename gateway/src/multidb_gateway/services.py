@@ -102,19 +102,27 @@ class ServiceClient:
         body: bytes | None = None,
         max_bytes: int = MAX_ANSWER_BYTES,
         params: Mapping[str, str] | None = None,
+        route: str | None = None,
     ) -> ServiceAnswer:
         """One request to ``role``'s service; raise :class:`ServiceUnreachableError` on failure.
 
         At most ``max_bytes`` of the answer are read: a longer answer is a failure too, so
         the gateway never holds more than that for one call. ``params`` become the query
-        string (kept out of ``path``, whose URL is built once and cached).
+        string (kept out of ``path``, whose URL is built once and cached). A ``path`` that
+        holds an id (``/backups/3f2a...``) comes with its ``route`` (``/backups/{id}``):
+        the metrics are labelled with the route and the URL is not cached, so neither
+        grows with the ids asked for. The caller has checked what it put in ``path``.
         """
         if self._session is None:
             msg = "ServiceClient.start() was not awaited"
             raise RuntimeError(msg)
-        url = self._yarl.get((role, path))
-        if url is None:
-            url = self._yarl[role, path] = URL(self.urls[role] + path, encoded=True)
+        if route is None:
+            url = self._yarl.get((role, path))
+            if url is None:
+                url = self._yarl[role, path] = URL(self.urls[role] + path, encoded=True)
+        else:
+            url = URL(self.urls[role] + path, encoded=True)
+        label = route or path
         started = time.perf_counter()
         try:
             return await _request(
@@ -124,10 +132,10 @@ class ServiceClient:
                 max_bytes,
             )
         except ServiceUnreachableError as exc:
-            self.metrics.error(role, path, exc.kind)
+            self.metrics.error(role, label, exc.kind)
             raise
         finally:
-            self.metrics.observe(role, path, time.perf_counter() - started)
+            self.metrics.observe(role, label, time.perf_counter() - started)
 
 
 async def _request(

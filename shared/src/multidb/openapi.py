@@ -7,12 +7,13 @@ each kind of route can answer, and the finishing touches that need the configure
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import msgspec
-from litestar import Litestar
+from litestar import Litestar, Response, route
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
@@ -154,3 +155,37 @@ def name_the_roles(app: Litestar, roles: Iterable[str], parameter: str = "name")
                     and isinstance(found.schema, Schema)
                 ):
                     found.schema.enum = names
+
+
+def with_options(handlers: Sequence[Any]) -> list[Any]:
+    """``handlers``, each path that several handlers serve (``GET`` and ``POST``) led by
+    an ``OPTIONS`` handler whose ``Allow`` lists all their methods.
+
+    Litestar's own ``OPTIONS`` handler is made with the route of the first handler
+    registered on a path and keeps answering that route's methods only
+    (``Allow: GET, OPTIONS`` where ``POST`` is served too). One registered first, as here,
+    is kept instead. Like Litestar's, it needs no credentials and is not documented.
+    """
+    methods: dict[str, set[str]] = {}
+    for handler in handlers:
+        if isinstance(handler, HTTPRouteHandler):
+            for path in handler.paths:
+                methods.setdefault(path, set()).update(handler.http_methods)
+    shared = [_options(path, found) for path, found in methods.items() if len(found) > 1]
+    return [*shared, *handlers]
+
+
+def _options(path: str, methods: Iterable[str]) -> HTTPRouteHandler:
+    allow = ", ".join(sorted({*methods, "OPTIONS"}))
+
+    def options() -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": allow})
+
+    return route(
+        path,
+        http_method=["OPTIONS"],
+        name=f"options {path}",
+        include_in_schema=False,
+        sync_to_thread=False,
+        opt={"exclude_from_auth": True},
+    )(options)

@@ -4,14 +4,26 @@ that is ``multidb backup restore``, run by a person."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import get, post
 from litestar.datastructures import State
-from litestar.params import FromPath
+from litestar.params import Parameter
 
 from multidb import auth
 from multidb.backups.manager import BackupManager
-from multidb.backups.wire import BackupList, BackupManifest, OperationStarted
+from multidb.backups.wire import BACKUP_ID, BackupList, BackupManifest, OperationStarted
 from multidb.openapi import protected
+
+# The id's format, documented; not checked by Litestar: the check, with a message that
+# says what an id is, is the manager's (and the gateway's), a 400 either way.
+BackupIdParameter = Annotated[
+    str,
+    Parameter(
+        schema_extra={"pattern": BACKUP_ID.pattern},
+        description="the backup's id: 12 lowercase hex digits",
+    ),
+]
 
 
 def _manager(state: State) -> BackupManager:
@@ -34,7 +46,7 @@ async def start_backup(state: State) -> OperationStarted:
 
 
 @get("/backups/{backup_id:str}", tags=["backups"], **protected(auth.ADMIN, 400, 404))
-async def show_backup(backup_id: FromPath[str], state: State) -> BackupManifest:
+async def show_backup(backup_id: BackupIdParameter, state: State) -> BackupManifest:
     """A backup's status and manifest."""
     return _manager(state).find(backup_id)
 
@@ -45,7 +57,7 @@ async def show_backup(backup_id: FromPath[str], state: State) -> BackupManifest:
     tags=["backups"],
     **protected(auth.ADMIN, 400, 404, 409, 503),
 )
-async def verify_backup(backup_id: FromPath[str], state: State) -> OperationStarted:
+async def verify_backup(backup_id: BackupIdParameter, state: State) -> OperationStarted:
     """Check the dump's sha256 and read the whole archive with ``pg_restore``."""
     return await _manager(state).start("verify", backup_id)
 
@@ -56,7 +68,7 @@ async def verify_backup(backup_id: FromPath[str], state: State) -> OperationStar
     tags=["backups"],
     **protected(auth.ADMIN, 400, 404, 409, 503),
 )
-async def drill_backup(backup_id: FromPath[str], state: State) -> OperationStarted:
+async def drill_backup(backup_id: BackupIdParameter, state: State) -> OperationStarted:
     """Restore into a scratch database, compare revision and row counts, drop it."""
     return await _manager(state).start("drill", backup_id)
 

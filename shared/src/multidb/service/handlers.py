@@ -18,7 +18,7 @@ from multidb.errors import ForbiddenError
 from multidb.execute import execute
 from multidb.logs import execute_line
 from multidb.metrics import metrics_endpoint
-from multidb.openapi import protected
+from multidb.openapi import protected, with_options
 from multidb.service.metrics import OK, execute_outcome
 from multidb.service.runtime import RoleRuntime
 from multidb.wire import (
@@ -172,14 +172,16 @@ async def execute_query(
     return result
 
 
-ROUTES = [
-    livez,
-    readyz,
-    health,
-    stats,
-    models,
-    backup_info,
-    execute_query,
-    metrics_endpoint,
-    *backup_routes.ROUTES,
-]
+ROUTES = with_options(
+    [
+        livez,
+        readyz,
+        health,
+        stats,
+        models,
+        backup_info,
+        execute_query,
+        metrics_endpoint,
+        *backup_routes.ROUTES,
+    ]
+)
