@@ -35,7 +35,13 @@ import asyncpg
 
 from multidb.backups.policy import BackupSettings
 from multidb.backups.store import BackupStore, create_private, stamp, sync_folder
-from multidb.backups.tools import BackupToolError, PgTools, find_tools, tool_environment
+from multidb.backups.tools import (
+    BackupToolError,
+    PgTools,
+    find_tools,
+    tied_to_us,
+    tool_environment,
+)
 from multidb.backups.wire import BackupManifest, DrillResult, Verification
 from multidb.errors import describe
 from multidb.jobs import LOCK_SPACE, lock_key
@@ -109,6 +115,7 @@ async def run_tool(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=tied_to_us(),  # a single system call in the child, see tied_to_us
     )
     tail: deque[str] = deque(maxlen=STDERR_LINES)
     try:
