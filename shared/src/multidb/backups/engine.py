@@ -505,17 +505,28 @@ class RoleBackups:
 
     def clean_up(self) -> list[str]:
         """Mark runs that died ``failed`` and remove their partial files. Only the holder of
-        the role's lock may call this: no run is then alive."""
+        the role's lock may call this: no run is then alive. Raise :class:`BackupError`
+        when the folder cannot be written."""
         done = []
-        for manifest in self.store.manifests():
-            if manifest.status == "running":
-                manifest.status = "failed"
-                manifest.error = "interrupted: the process running it stopped"
-                manifest.finished_at = manifest.finished_at or _now()
-                self.store.save(manifest)
-                done.append(manifest.id)
-        for leftover in self.store.leftovers():
-            leftover.unlink(missing_ok=True)
+        try:
+            for manifest in self.store.manifests():
+                if manifest.status == "running":
+                    manifest.status = "failed"
+                    manifest.error = "interrupted: the process running it stopped"
+                    manifest.finished_at = manifest.finished_at or _now()
+                    self.store.save(manifest)
+                    done.append(manifest.id)
+            for leftover in self.store.leftovers():
+                leftover.unlink(missing_ok=True)
+        except OSError as exc:
+            msg = f"cannot write to the backup folder {self.store.folder}: {_describe(exc)}"
+            raise BackupError(msg) from None
+        if done:
+            log.warning(
+                "role %s: backups %s were interrupted (their process stopped): marked failed",
+                self.spec.name,
+                ", ".join(done),
+            )
         return done
 
     def prune(self, now: datetime | None = None) -> list[BackupManifest]:

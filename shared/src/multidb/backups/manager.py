@@ -154,6 +154,8 @@ class BackupManager:
                 raise ConflictError(msg)
         lock = await self._lead()
         try:
+            # The lock is ours, so no run is alive: a "running" one died with its process.
+            self.engine.clean_up()
             if target is None:
                 target = self.engine.start_manifest("api")
         except BackupError as exc:
