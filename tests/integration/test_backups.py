@@ -31,7 +31,7 @@ def backup_settings(database_env: dict[str, str], tmp_path: Path) -> Settings:
     return load_settings(env, get_roles())
 
 
-async def _finished(client: AsyncTestClient, backup_id: str, until: str) -> dict[str, Any]:
+async def _finished(client: AsyncTestClient[Any], backup_id: str, until: str) -> dict[str, Any]:
     """The manifest once ``until`` (a status, "verified" or "drilled") is reached."""
     deadline = time.monotonic() + WAIT_S
     while True:
@@ -49,7 +49,7 @@ async def _finished(client: AsyncTestClient, backup_id: str, until: str) -> dict
         await asyncio.sleep(0.1)
 
 
-async def _backup(client: AsyncTestClient) -> dict[str, Any]:
+async def _backup(client: AsyncTestClient[Any]) -> dict[str, Any]:
     answer = await client.post("/backups", headers=ADMIN)
     assert answer.status_code == 202, answer.text
     started = answer.json()
