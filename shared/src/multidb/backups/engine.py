@@ -23,17 +23,25 @@ import contextlib
 import hashlib
 import logging
 import os
+import signal
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from multidb.backups.policy import BackupSettings
 from multidb.backups.store import BackupStore, create_private, stamp, sync_folder
-from multidb.backups.tools import BackupToolError, PgTools, find_tools, tool_environment
+from multidb.backups.tools import (
+    BackupToolError,
+    PgTools,
+    find_tools,
+    tied_to_us,
+    tool_environment,
+)
 from multidb.backups.wire import BackupManifest, DrillResult, Verification
 from multidb.errors import describe
 from multidb.jobs import LOCK_SPACE, lock_key
@@ -107,6 +115,7 @@ async def run_tool(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=tied_to_us(),  # a single system call in the child, see tied_to_us
     )
     tail: deque[str] = deque(maxlen=STDERR_LINES)
     try:
@@ -126,8 +135,32 @@ async def run_tool(
     if code != 0:
         errors = [line for line in tail if "error:" in line or "FATAL" in line]
         said = (errors or list(tail) or [""])[0].strip()
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
+        how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with {code}"
         raise BackupToolError(f"{name} {how}" + (f": {said}" if said else ""))
+
+
+async def _together(dump: Coroutine[Any, Any, None], count: Coroutine[Any, Any, None]) -> None:
+    """Run both; the first to fail cancels the other and its error is raised (pg_dump's
+    first). A pg_dump that dies ends the run at once, even while the row count waits for a
+    lock that pg_dump waited for too; a failed count stops pg_dump."""
+    tasks = [asyncio.create_task(dump), asyncio.create_task(count)]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"signal {number} ({signal.Signals(number).name})"
+    except ValueError:
+        return f"signal {number}"
 
 
 def _digest(path: Path) -> tuple[int, str]:
@@ -296,21 +329,21 @@ class RoleBackups:
                     args.append("--verbose")
                     on_line = _table_progress("dumping contents of table", len(tables), progress)
                 with self._environment() as env:
-                    dump = asyncio.create_task(run_tool(args, env, on_line))
-                    try:
-                        # Counted while pg_dump copies, in the snapshot it imported.
-                        manifest.alembic_revision = await _revision(conn, self.spec.version_table)
-                        manifest.row_counts = await _row_counts(conn, tables)
-                    except BaseException:
-                        dump.cancel()
-                        await asyncio.gather(dump, return_exceptions=True)
-                        raise
-                    await dump
+                    # Counted while pg_dump copies, in the snapshot it imported.
+                    await _together(
+                        run_tool(args, env, on_line), self._count(conn, manifest, tables)
+                    )
         finally:
             await _close(conn)
         manifest.size_bytes, manifest.sha256 = await asyncio.to_thread(
             _seal, partial, self.store.dump_path(manifest)
         )
+
+    async def _count(
+        self, conn: asyncpg.Connection, manifest: BackupManifest, tables: Sequence[str]
+    ) -> None:
+        manifest.alembic_revision = await _revision(conn, self.spec.version_table)
+        manifest.row_counts = await _row_counts(conn, tables)
 
     # ---- verify ----------------------------------------------------------------------
 
@@ -492,17 +525,28 @@ class RoleBackups:
 
     def clean_up(self) -> list[str]:
         """Mark runs that died ``failed`` and remove their partial files. Only the holder of
-        the role's lock may call this: no run is then alive."""
+        the role's lock may call this: no run is then alive. Raise :class:`BackupError`
+        when the folder cannot be written."""
         done = []
-        for manifest in self.store.manifests():
-            if manifest.status == "running":
-                manifest.status = "failed"
-                manifest.error = "interrupted: the process running it stopped"
-                manifest.finished_at = manifest.finished_at or _now()
-                self.store.save(manifest)
-                done.append(manifest.id)
-        for leftover in self.store.leftovers():
-            leftover.unlink(missing_ok=True)
+        try:
+            for manifest in self.store.manifests():
+                if manifest.status == "running":
+                    manifest.status = "failed"
+                    manifest.error = "interrupted: the process running it stopped"
+                    manifest.finished_at = manifest.finished_at or _now()
+                    self.store.save(manifest)
+                    done.append(manifest.id)
+            for leftover in self.store.leftovers():
+                leftover.unlink(missing_ok=True)
+        except OSError as exc:
+            msg = f"cannot write to the backup folder {self.store.folder}: {_describe(exc)}"
+            raise BackupError(msg) from None
+        if done:
+            log.warning(
+                "role %s: backups %s were interrupted (their process stopped): marked failed",
+                self.spec.name,
+                ", ".join(done),
+            )
         return done
 
     def prune(self, now: datetime | None = None) -> list[BackupManifest]:

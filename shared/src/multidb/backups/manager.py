@@ -77,6 +77,9 @@ class BackupManager:
         self.job_status: Callable[[], JobStatus | None] = lambda: None
         self._tasks: set[asyncio.Task[None]] = set()
         self.current: str | None = None
+        # What the tick that made the job's n-th failure said (the job runner shows a
+        # failure by its type only, and a BackupError's message is the one to show).
+        self._tick_failures: dict[int, str] = {}
 
     # ---- the schedule ----------------------------------------------------------------
 
@@ -95,6 +98,18 @@ class BackupManager:
 
     async def _tick(self, _runtime: RoleRuntime, _lock: asyncpg.Connection) -> None:
         """One look at what is due, as the role's leader (the job holds the lock)."""
+        try:
+            await self._due()
+        except BackupError as exc:
+            status = self.job_status()
+            failures = (status.failures if status is not None else 0) + 1
+            self._tick_failures = {
+                n: said for n, said in self._tick_failures.items() if n >= failures - 1
+            }
+            self._tick_failures[failures] = str(exc)
+            raise  # counted and shown as the job's failure; retried next tick
+
+    async def _due(self) -> None:
         self.engine.clean_up()
         await self.engine.drop_scratch_databases()
         now = _now()
@@ -120,7 +135,7 @@ class BackupManager:
         self.engine.prune()
         await self.recorder.send_pending(self.engine.store)
         if failure is not None:
-            raise failure  # counted and shown as the job's failure; retried next tick
+            raise failure
 
     async def _timed(self, what: str, operation: Awaitable[BackupManifest]) -> BackupManifest:
         self.current = what
@@ -155,6 +170,8 @@ class BackupManager:
                 raise ConflictError(msg)
         lock = await self._lead()
         try:
+            # The lock is ours, so no run is alive: a "running" one died with its process.
+            self.engine.clean_up()
             if target is None:
                 target = self.engine.start_manifest("api")
         except BackupError as exc:
@@ -242,7 +259,8 @@ class BackupManager:
             and (status.last_ok_at is None or status.last_run_at > status.last_ok_at)
             and (state.last_failure_at is None or status.last_run_at > state.last_failure_at)
         ):
-            state.last_failure, state.last_failure_at = status.last_error, status.last_run_at
+            said = self._tick_failures.get(status.failures, status.last_error)
+            state.last_failure, state.last_failure_at = said, status.last_run_at
         running = [m.id for m in manifests if m.status == "running"]
         state.running = self.current or (f"backup {running[0]}" if running else None)
         return state

@@ -90,14 +90,16 @@ def format_duration(seconds: float) -> str:
 
 
 def parse_keep(variable: str, text: str) -> tuple[int | None, float | None]:
-    """``(count, max age in seconds)`` from ``24``, ``7d`` or ``24,7d``."""
+    """``(count, max age in seconds)`` from ``24``, ``7d`` or ``24,7d`` (an age with its
+    unit)."""
     count: int | None = None
     age: float | None = None
     for part in (piece.strip() for piece in text.split(",")):
         if part.isdigit() and count is None and int(part) >= 1:
             count = int(part)
             continue
-        if part and not part.isdigit() and age is None:
+        # An age has its unit: a bare "24.0" is no count, and no 24-second age either.
+        if part[-1:].isalpha() and age is None:
             try:
                 age = parse_duration(variable, part)
             except SettingsError:

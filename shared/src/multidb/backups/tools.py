@@ -10,18 +10,25 @@ The password reaches a tool through a passfile (mode 0600, in a private folder, 
 after the run), never argv; the tool's environment is built from nothing but ``PATH``,
 the locale and the ``PG*`` connection variables, so no other secret of this process
 (``DB_PASSWORD``, ``JWT_SECRET``...) is inherited either.
+
+A tool dies with the process that started it (Linux: ``PR_SET_PDEATHSIG``): a service
+killed mid-backup leaves no ``pg_dump`` holding a snapshot, its table locks and a
+half-written file while the next leader starts another.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -33,6 +40,10 @@ DEBIAN_BINARIES = Path("/usr/lib/postgresql")
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 # Variables a tool may inherit: what it needs to run, nothing that could be a secret.
 INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 class BackupToolError(Exception):
@@ -99,6 +110,21 @@ def find_tools(bin_dir: str, server_major: int) -> PgTools:
         f"set MULTI_DB_PG_BIN_DIR to a PostgreSQL {server_major} bin folder"
     )
     raise BackupToolError(msg)
+
+
+def tied_to_us() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child killed when this process dies (None where the
+    system cannot). It runs between fork and exec: a system call, nothing that locks."""
+    if _LIBC is None:
+        return None
+    prctl, parent = _LIBC.prctl, os.getpid()
+
+    def tie() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # we died before the tie was made
+            os._exit(1)
+
+    return tie
 
 
 def _passfile_line(password: str) -> bytes:
