@@ -288,6 +288,29 @@ async def test_a_killed_pg_dump_leaves_a_failed_manifest_and_no_file(
 
 
 @pytest.mark.anyio
+async def test_a_backup_over_its_time_limit_is_stopped_and_says_so(
+    database_env: dict[str, str], tmp_path: Path
+) -> None:
+    settings = _settings(database_env, tmp_path / "backups", MULTI_DB_BACKUP_TIMEOUT_S="2s")
+    engine = _engine(settings, "archive")
+    database = settings.databases["archive"]
+    async with _held_table(database, engine.spec.version_table):
+        manifest = engine.start_manifest("api")
+        partial = engine.store.partial_path(manifest)
+        run = asyncio.create_task(engine.run_backup(manifest=manifest))
+        pid = await _waiting_pg_dump(database, str(partial))
+        with pytest.raises(BackupError) as failed:
+            await asyncio.wait_for(run, WAIT_S)
+        await _until_true(lambda: not _alive(pid), "the stopped pg_dump is gone")
+    assert str(failed.value) == "timed out after 2 s (MULTI_DB_BACKUP_TIMEOUT_S)"
+    recorded = engine.store.get(manifest.id)
+    assert recorded is not None
+    assert (recorded.status, recorded.error) == ("failed", str(failed.value))
+    assert engine.store.leftovers() == []
+    assert not engine.store.dump_path(manifest).exists()
+
+
+@pytest.mark.anyio
 async def test_a_service_killed_mid_backup_is_cleaned_up_by_the_next_one(
     database_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -272,16 +272,19 @@ class RoleBackups:
         manifest = manifest or self.start_manifest(trigger)
         started = time.monotonic()
         partial = self.store.partial_path(manifest)
+        limit = self.settings.timeout_s
         try:
-            await self._dump(manifest, partial, progress)
+            async with asyncio.timeout(limit):
+                await self._dump(manifest, partial, progress)
         except BaseException as exc:
             partial.unlink(missing_ok=True)
             manifest.status = "failed"
-            manifest.error = (
-                "interrupted: the operation was cancelled"
-                if isinstance(exc, asyncio.CancelledError)
-                else _describe(exc)
-            )
+            if isinstance(exc, asyncio.CancelledError):
+                manifest.error = "interrupted: the operation was cancelled (the service stopped)"
+            elif isinstance(exc, TimeoutError):
+                manifest.error = f"timed out after {limit:g} s (MULTI_DB_BACKUP_TIMEOUT_S)"
+            else:
+                manifest.error = _describe(exc)
             manifest.finished_at = _now()
             manifest.duration_s = round(time.monotonic() - started, 3)
             with contextlib.suppress(OSError):

@@ -140,7 +140,8 @@ class BackupManager:
     async def _timed(self, what: str, operation: Awaitable[BackupManifest]) -> BackupManifest:
         self.current = what
         try:
-            async with asyncio.timeout(self.timeout_s):
+            # A backup stops itself at the limit and records why; this bounds the others.
+            async with asyncio.timeout(self.timeout_s + 30):
                 return await operation
         finally:
             self.current = None
