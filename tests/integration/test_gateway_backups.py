@@ -81,7 +81,7 @@ def _idle(client: httpx.Client, role: str) -> None:
 
 
 def test_a_backup_through_the_gateway_is_verified_listed_and_drilled(
-    client: httpx.Client,
+    client: httpx.Client, fleet: ProcessFleet
 ) -> None:
     backup_id = _start(client, "default")
     manifest = _until(client, "default", backup_id, "verification")
@@ -109,6 +109,21 @@ def test_a_backup_through_the_gateway_is_verified_listed_and_drilled(
     assert drilled["last_drill"]["passed"] is True, drilled["last_drill"]
     assert drilled["last_drill"]["differences"] == []
     _idle(client, "default")
+
+    # The drill's result is a record in the logging role's database too, and the manifest
+    # knows the logging service took it.
+    drill_id = drilled["last_drill"]["drill_id"]
+
+    def recorded() -> dict[str, Any] | None:
+        answer = httpx.get(
+            f"{fleet.url('logging')}/backups/drills", params={"role": "default"}, headers=ADMIN
+        )
+        assert answer.status_code == 200, answer.text
+        return next((d for d in answer.json()["drills"] if d["drill_id"] == drill_id), None)
+
+    record = poll(recorded, f"drill {drill_id} recorded by the logging service", WAIT_S)
+    assert (record["backup_id"], record["passed"]) == (backup_id, True)
+    assert _manifest(client, "default", backup_id)["last_drill"]["recorded"] is True
 
     verify = client.post(f"/database/default/backups/{backup_id}/verify", headers=ADMIN)
     assert verify.status_code == 202, verify.text
