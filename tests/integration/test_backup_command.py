@@ -117,3 +117,14 @@ def test_a_role_whose_lock_is_held_is_busy(command_env: dict[str, str]) -> None:
     busy = asyncio.run(hold_and_run())
     assert busy.returncode == 1
     assert "another backup operation of this role is running" in busy.stderr
+
+
+def test_restore_refuses_a_target_that_is_a_connection_string(command_env: dict[str, str]) -> None:
+    ran = _multidb(command_env, "backup", "run", "archive")
+    assert ran.returncode == 0, ran.stderr
+    backup_id = ran.stdout.split()[1]
+    for target in ("dbname=ocr_identity_db", "postgresql://localhost/ocr_identity_db", " x"):
+        refused = _multidb(command_env, "backup", "restore", "archive", backup_id, "--into", target)
+        assert refused.returncode == 1, (target, refused.stderr)
+        assert "not a usable database name" in refused.stderr
+        assert "Traceback" not in refused.stderr

@@ -29,8 +29,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from multidb import migrations
-from multidb.backups.engine import TABLES, BackupError, RoleBackups
+from multidb.backups.engine import JOB_NAME, TABLES, BackupError, RoleBackups
 from multidb.backups.wire import BackupManifest
+from multidb.jobs import LOCK_SPACE, lock_key
 from multidb.plugins import get_roles
 from multidb.service import create_role_app
 from multidb.settings import DatabaseSettings, Settings, load_settings
@@ -657,3 +658,93 @@ async def test_the_password_is_never_in_argv_nor_the_environment(
     # Gone with the run.
     assert not passfile.exists()
     assert not passfile.parent.exists()
+
+
+@pytest.mark.anyio
+async def test_losing_the_lock_stops_the_operation_and_says_so(
+    service_client: Any, database_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The connection holding the role's lock breaks (an administrator ends it, a network
+    drop): the backup stops at once and its manifest says why, so no second leader ever
+    meets a live run."""
+    settings = _settings(database_env, tmp_path / "backups")
+    database = settings.databases["logging"]
+    key = lock_key("logging", JOB_NAME) & 0xFFFFFFFF
+    async with (
+        _held_table(database, "alembic_version_logging"),
+        service_client("logging", settings) as client,
+    ):
+        started = await client.post("/backups", headers=ADMIN)
+        assert started.status_code == 202, started.text
+        backup_id = started.json()["id"]
+        folder = Path(settings.backups.directory, "logging")
+        partial = await _until_true(
+            lambda: next(folder.glob(".*.partial"), None), "pg_dump writing its partial file"
+        )
+        pid = await _waiting_pg_dump(database, str(partial))
+        admin = await database.connect(timeout=10)
+        try:
+            ended = await admin.fetchval(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND granted",
+                LOCK_SPACE,
+                key,
+            )
+        finally:
+            await admin.close()
+        assert ended is True
+
+        async def failed() -> dict[str, Any] | None:
+            manifest: dict[str, Any] = (
+                await client.get(f"/backups/{backup_id}", headers=ADMIN)
+            ).json()
+            return manifest if manifest["status"] == "failed" else None
+
+        manifest = await _until(failed, "the backup marked failed")
+        assert "lost the role's lock" in manifest["error"], manifest["error"]
+        await _until_true(lambda: not _alive(pid), "pg_dump stopped")
+        assert not partial.exists()
+        # The lock is free again: the next backup starts.
+    async with service_client("logging", settings) as client:
+        again = await client.post("/backups", headers=ADMIN)
+        assert again.status_code == 202, again.text
+
+
+@pytest.mark.anyio
+async def test_backups_started_by_the_api_are_pruned_with_the_schedule_off(
+    service_client: Any, database_env: dict[str, str], tmp_path: Path
+) -> None:
+    settings = _settings(database_env, tmp_path / "backups", MULTI_DB_ARCHIVE_BACKUP_KEEP="1")
+    async with service_client("archive", settings) as client:
+        ids = []
+        for _ in range(3):
+            answer = await client.post("/backups", headers=ADMIN)
+            assert answer.status_code == 202, answer.text
+            ids.append(answer.json()["id"])
+
+            async def settled(backup_id: str = ids[-1]) -> bool:
+                state = (await client.get("/backup/info", headers=ADMIN)).json()["backups"]
+                return (
+                    state["running"] is None and (state["last_backup"] or {}).get("id") == backup_id
+                )
+
+            await _until(settled, f"backup {ids[-1]} done")
+        listed = (await client.get("/backups", headers=ADMIN)).json()["backups"]
+        assert [b["id"] for b in listed] == [ids[-1]]
+        assert listed[0]["verification"]["passed"] is True
+
+
+@pytest.mark.anyio
+async def test_a_left_scratch_database_with_a_quote_in_its_name_is_dropped(
+    database_env: dict[str, str], tmp_path: Path
+) -> None:
+    settings = _settings(database_env, tmp_path / "backups")
+    engine = _engine(settings, "archive")
+    name = f'{engine.scratch_prefix}x"y'
+    admin = await settings.databases["archive"].connect(timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
+        assert await engine.drop_scratch_databases() == [name]
+        assert not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+    finally:
+        await admin.close()

@@ -23,10 +23,11 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 
+import asyncpg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from multidb.backups.engine import BackupError, RoleBackups, try_lead
+from multidb.backups.engine import BackupError, RoleBackups, try_lead, while_led
 from multidb.backups.engine import Progress as ProgressCallback
 from multidb.backups.manager import newest_drill
 from multidb.backups.tools import BackupToolError
@@ -139,7 +140,13 @@ async def _led(role: RoleBackups, work: Callable[[], Awaitable[int]]) -> int:
     try:
         role.clean_up()
         await role.drop_scratch_databases()
-        return await work()
+        return await while_led(lock, work())
+    except BackupError as exc:
+        print(f"{role.spec.name}: {exc}", file=sys.stderr)
+        return 1
+    except (*UNREACHABLE, asyncpg.PostgresError) as exc:
+        print(f"{role.spec.name}: database unavailable: {describe(exc, 10_000)}", file=sys.stderr)
+        return 1
     finally:
         with contextlib.suppress(Exception):
             await lock.close()
@@ -266,6 +273,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     role = _backups(settings, args.role)
 
     async def restore() -> int:
+        # Under the role's lock too: never beside a backup, drill or prune of the role.
+        return await _led(role, restore_led)
+
+    async def restore_led() -> int:
         manifest = role.store.get(args.id)
         if manifest is None or manifest.status != "ok":
             what = "no backup" if manifest is None else f"{manifest.status} backup"
@@ -287,9 +298,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(restore())
-    except UNREACHABLE as exc:
-        print(f"{args.role}: database unavailable: {describe(exc, 10_000)}", file=sys.stderr)
-        return 1
+    except BackupToolError as exc:
+        print(f"multidb backup: {exc}", file=sys.stderr)
+        return 2
 
 
 def register(

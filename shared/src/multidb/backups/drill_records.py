@@ -13,6 +13,7 @@ import asyncio
 import logging
 import urllib.error
 import urllib.request
+from http import HTTPStatus
 
 import msgspec
 
@@ -41,7 +42,11 @@ class DrillRecorder:
 
     async def send_pending(self, store: BackupStore) -> int:
         """Send every drill result not yet recorded; return how many were recorded now."""
-        pending = [m for m in store.manifests() if m.last_drill and not m.last_drill.recorded]
+        pending = [
+            m
+            for m in store.manifests()
+            if m.last_drill and not m.last_drill.recorded and not m.last_drill.record_refused
+        ]
         if not pending:
             return 0
         if not self.enabled:
@@ -54,19 +59,56 @@ class DrillRecorder:
                 self._said_off = True
             return 0
         batch = pending[:BATCH]
-        body = msgspec.json.encode([self._record(m) for m in batch])
         try:
-            await asyncio.to_thread(self._post, body)
+            await self._send(batch)
+        except urllib.error.HTTPError as exc:
+            if exc.code != HTTPStatus.BAD_REQUEST:
+                return self._failed(exc)
+            # The batch itself is refused: find the records at fault, one at a time, so
+            # one bad record never holds the others back for ever.
+            return await self._one_by_one(batch, store)
         except (OSError, urllib.error.URLError) as exc:
-            self.last_error = f"the logging service did not take drill results: {_reason(exc)}"
-            log.warning("role %s: %s", self.role, self.last_error)
-            return 0
+            return self._failed(exc)
         self.last_error = None
         for manifest in batch:
-            assert manifest.last_drill is not None  # noqa: S101 - filtered above
-            manifest.last_drill.recorded = True
-            store.save(manifest)
+            self._mark(manifest, store, recorded=True)
         return len(batch)
+
+    async def _send(self, batch: list[BackupManifest]) -> None:
+        body = msgspec.json.encode([self._record(m) for m in batch])
+        await asyncio.to_thread(self._post, body)
+
+    def _failed(self, exc: BaseException) -> int:
+        self.last_error = f"the logging service did not take drill results: {_reason(exc)}"
+        log.warning("role %s: %s", self.role, self.last_error)
+        return 0
+
+    async def _one_by_one(self, batch: list[BackupManifest], store: BackupStore) -> int:
+        sent = 0
+        for manifest in batch:
+            try:
+                await self._send([manifest])
+            except urllib.error.HTTPError as exc:
+                if exc.code != HTTPStatus.BAD_REQUEST:
+                    return sent + self._failed(exc)
+                refused = f"the logging service refused it ({exc.code})"
+                log.error("role %s: drill record of backup %s: %s", self.role, manifest.id, refused)
+                self._mark(manifest, store, refused=refused)
+                continue
+            except (OSError, urllib.error.URLError) as exc:
+                return sent + self._failed(exc)
+            self._mark(manifest, store, recorded=True)
+            sent += 1
+        return sent
+
+    @staticmethod
+    def _mark(
+        manifest: BackupManifest, store: BackupStore, *, recorded: bool = False, refused: str = ""
+    ) -> None:
+        assert manifest.last_drill is not None  # noqa: S101 - only drilled ones are sent
+        manifest.last_drill.recorded = recorded
+        manifest.last_drill.record_refused = refused or None
+        store.save(manifest)
 
     def _record(self, manifest: BackupManifest) -> DrillRecord:
         drill = manifest.last_drill

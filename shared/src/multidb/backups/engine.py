@@ -26,10 +26,10 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -56,6 +56,10 @@ CONNECT_TIMEOUT_S = 10.0
 STDERR_LINES = 20
 FAILED_KEEP = 10
 SCRATCH_PREFIX = "multidb_drill_"
+# How often the connection holding the role's lock is checked during an operation.
+LEAD_CHECK_S = 5.0
+T = TypeVar("T")
+LOST_LEAD = "lost the role's lock (its database connection broke)"
 TABLES = """
 SELECT format('%I.%I', n.nspname, c.relname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -85,6 +89,9 @@ async def try_lead(database: DatabaseSettings, role: str) -> asyncpg.Connection 
     with it, and with the connection if this process dies), or None if another holds it."""
     conn = await database.connect(timeout=CONNECT_TIMEOUT_S)
     try:
+        # The lock lives as long as this idle transaction: a server-wide idle timeout
+        # must not end it mid-backup.
+        await conn.execute("SET idle_in_transaction_session_timeout = 0")
         await conn.execute("BEGIN")
         led = await conn.fetchval(
             "SELECT pg_try_advisory_xact_lock($1, $2)", LOCK_SPACE, lock_key(role, JOB_NAME)
@@ -96,6 +103,48 @@ async def try_lead(database: DatabaseSettings, role: str) -> asyncpg.Connection 
         await _close(conn)
         return None
     return conn
+
+
+class LeadLostError(BackupError):
+    """The connection holding the role's lock broke: another replica may lead now."""
+
+
+async def while_led(lock: asyncpg.Connection, operation: Awaitable[T]) -> T:
+    """Run ``operation`` while ``lock``'s connection (the one holding the role's lock) stays
+    alive; when it breaks, the lock is gone with it, so the operation is stopped (its tools
+    killed, its manifest marked failed) before another leader's clean-up meets it."""
+    work = asyncio.ensure_future(operation)
+    lost = False
+
+    async def watch() -> None:
+        nonlocal lost
+        while not work.done():
+            await asyncio.sleep(LEAD_CHECK_S)
+            try:
+                await asyncio.wait_for(lock.fetchval("SELECT 1"), CONNECT_TIMEOUT_S)
+            except Exception:
+                lost = True
+                work.cancel(LOST_LEAD)
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if lost and not _being_cancelled():
+            raise LeadLostError(LOST_LEAD) from None
+        raise
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _close(conn: asyncpg.Connection) -> None:
@@ -154,6 +203,11 @@ async def _together(dump: Coroutine[Any, Any, None], count: Coroutine[Any, Any, 
         error = None if task.cancelled() else task.exception()
         if error is not None:
             raise error
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a double-quoted SQL identifier (embedded quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _signal_name(number: int) -> str:
@@ -233,7 +287,9 @@ class RoleBackups:
                 self.scratch_prefix,
             )
             for row in rows:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{row[0]}" WITH (FORCE)')
+                await conn.execute(
+                    f"DROP DATABASE IF EXISTS {quote_identifier(row[0])} WITH (FORCE)"
+                )
         finally:
             await _close(conn)
         return [row[0] for row in rows]
@@ -277,10 +333,13 @@ class RoleBackups:
             async with asyncio.timeout(limit):
                 await self._dump(manifest, partial, progress)
         except BaseException as exc:
+            # Nothing that looks complete stays beside a failed manifest.
             partial.unlink(missing_ok=True)
+            self.store.dump_path(manifest).unlink(missing_ok=True)
             manifest.status = "failed"
             if isinstance(exc, asyncio.CancelledError):
-                manifest.error = "interrupted: the operation was cancelled (the service stopped)"
+                why = exc.args[0] if exc.args and exc.args[0] else "the service stopped"
+                manifest.error = f"interrupted: {why}"
             elif isinstance(exc, TimeoutError):
                 manifest.error = f"timed out after {limit:g} s (MULTI_DB_BACKUP_TIMEOUT_S)"
             else:
@@ -298,7 +357,7 @@ class RoleBackups:
         manifest.status = "ok"
         manifest.finished_at = _now()
         manifest.duration_s = round(time.monotonic() - started, 3)
-        self.store.save(manifest)
+        self._save(manifest)
         log.info(
             "backup %s of role %s: %d bytes in %.1f s",
             manifest.id,
@@ -314,7 +373,7 @@ class RoleBackups:
         conn = await self.database.connect(timeout=CONNECT_TIMEOUT_S)
         try:
             major, manifest.server_version = await _server_major(conn)
-            tools = self._tools(major)
+            tools = await asyncio.to_thread(self._tools, major)
             manifest.pg_dump_version = tools.version
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
@@ -338,15 +397,30 @@ class RoleBackups:
                     )
         finally:
             await _close(conn)
-        manifest.size_bytes, manifest.sha256 = await asyncio.to_thread(
-            _seal, partial, self.store.dump_path(manifest)
+        # A thread cannot be stopped: wait for it even when cancelled, so the failure path
+        # never races a rename of the dump into place.
+        sealing = asyncio.ensure_future(
+            asyncio.to_thread(_seal, partial, self.store.dump_path(manifest))
         )
+        try:
+            manifest.size_bytes, manifest.sha256 = await asyncio.shield(sealing)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await sealing
+            raise
 
     async def _count(
         self, conn: asyncpg.Connection, manifest: BackupManifest, tables: Sequence[str]
     ) -> None:
         manifest.alembic_revision = await _revision(conn, self.spec.version_table)
         manifest.row_counts = await _row_counts(conn, tables)
+
+    def _save(self, manifest: BackupManifest) -> None:
+        try:
+            self.store.save(manifest)
+        except OSError as exc:
+            msg = f"cannot write the manifest of backup {manifest.id}: {_describe(exc)}"
+            raise BackupError(msg) from None
 
     # ---- verify ----------------------------------------------------------------------
 
@@ -372,10 +446,25 @@ class RoleBackups:
         self, manifest: BackupManifest, progress: Progress | None = None
     ) -> BackupManifest:
         """Check the sha256 and read the whole archive; record the outcome in the manifest."""
+        limit = self.settings.timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                error = await self._read_whole(manifest, progress)
+        except TimeoutError:
+            error = f"timed out after {limit:g} s (MULTI_DB_BACKUP_TIMEOUT_S)"
+        manifest.verification = Verification(checked_at=_now(), passed=error is None, error=error)
+        self._save(manifest)
+        if error:
+            log.error(
+                "backup %s of role %s fails verification: %s", manifest.id, self.spec.name, error
+            )
+        return manifest
+
+    async def _read_whole(self, manifest: BackupManifest, progress: Progress | None) -> str | None:
         error = await self._check_digest(manifest)
         if error is None:
             try:
-                tools = self._archive_tools(manifest)
+                tools = await asyncio.to_thread(self._archive_tools, manifest)
                 args = [tools.pg_restore, "--file=/dev/null", str(self.store.dump_path(manifest))]
                 on_line = None
                 if progress is not None:
@@ -386,13 +475,7 @@ class RoleBackups:
                     await run_tool(args, env, on_line)
             except (BackupToolError, OSError) as exc:
                 error = f"the archive cannot be read whole: {_describe(exc)}"
-        manifest.verification = Verification(checked_at=_now(), passed=error is None, error=error)
-        self.store.save(manifest)
-        if error:
-            log.error(
-                "backup %s of role %s fails verification: %s", manifest.id, self.spec.name, error
-            )
-        return manifest
+        return error
 
     # ---- drill -----------------------------------------------------------------------
 
@@ -403,23 +486,29 @@ class RoleBackups:
         result in the manifest (``last_drill``)."""
         started_at, started = _now(), time.monotonic()
         differences: list[str] = []
+        limit = self.settings.timeout_s
         error = await self._check_digest(manifest)
         if error is not None:
             differences.append(error)
         else:
             try:
-                differences = await self._restore_and_compare(manifest, progress)
-            except (BackupError, BackupToolError, OSError, asyncpg.PostgresError) as exc:
+                async with asyncio.timeout(limit):
+                    differences = await self._restore_and_compare(manifest, progress)
+            except TimeoutError:
+                differences.append(f"timed out after {limit:g} s (MULTI_DB_BACKUP_TIMEOUT_S)")
+            except Exception as exc:  # a failed drill is a result to record, whatever failed
                 differences.append(f"the restore failed: {_describe(exc)}")
+        duration = round(time.monotonic() - started, 3)
         manifest.last_drill = DrillResult(
             drill_id=f"{manifest.id}-{stamp(started_at)}",
             started_at=started_at,
-            finished_at=_now(),
-            duration_s=round(time.monotonic() - started, 3),
+            # From the monotonic clock: a wall-clock step never makes it end before it began.
+            finished_at=started_at + timedelta(seconds=duration),
+            duration_s=duration,
             passed=not differences,
             differences=differences,
         )
-        self.store.save(manifest)
+        self._save(manifest)
         if differences:
             log.error(
                 "drill of backup %s of role %s failed: %s",
@@ -435,9 +524,12 @@ class RoleBackups:
         scratch = f"{self.scratch_prefix}{manifest.id}"
         admin = await self.database.connect(timeout=CONNECT_TIMEOUT_S)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+            await admin.execute(f"DROP DATABASE IF EXISTS {quote_identifier(scratch)} WITH (FORCE)")
             try:
-                await admin.execute(f'CREATE DATABASE "{scratch}"')
+                # template0: what an administrator added to template1 is not in the dump.
+                await admin.execute(
+                    f"CREATE DATABASE {quote_identifier(scratch)} TEMPLATE template0"
+                )
             except asyncpg.PostgresError as exc:
                 raise BackupError(f"cannot create the scratch database: {describe(exc)}") from None
             try:
@@ -450,7 +542,9 @@ class RoleBackups:
                 finally:
                     await _close(restored)
             finally:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+                await admin.execute(
+                    f"DROP DATABASE IF EXISTS {quote_identifier(scratch)} WITH (FORCE)"
+                )
         finally:
             await _close(admin)
         return _differences(manifest, revision, counts)
@@ -462,7 +556,7 @@ class RoleBackups:
         options: Sequence[str],
         progress: Progress | None,
     ) -> None:
-        tools = self._archive_tools(manifest)
+        tools = await asyncio.to_thread(self._archive_tools, manifest)
         args = [
             tools.pg_restore,
             "--exit-on-error",
@@ -492,14 +586,15 @@ class RoleBackups:
     ) -> None:
         """Restore into database ``into`` (created when missing), in one transaction.
         Refuse a database that holds tables unless ``force``, saying what is there."""
+        name = _database_name(into)
         error = await self._check_digest(manifest)
         if error is not None:
             raise BackupError(f"refusing to restore: {error}")
         admin = await self.database.connect(timeout=CONNECT_TIMEOUT_S)
         try:
-            exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", into)
+            exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
             if not exists:
-                await admin.execute(f'CREATE DATABASE "{_identifier(into)}"')
+                await admin.execute(f"CREATE DATABASE {quote_identifier(name)} TEMPLATE template0")
         finally:
             await _close(admin)
         if exists:
@@ -522,7 +617,22 @@ class RoleBackups:
         options = ["--no-owner", "--no-acl", "--single-transaction"]
         if exists:
             options += ["--clean", "--if-exists"]
-        await self._pg_restore(manifest, into, options, progress)
+        try:
+            await self._pg_restore(manifest, name, options, progress)
+        except BaseException:
+            if not exists:  # the restore was all-or-nothing: so is the database it made
+                await self._drop(name)
+            raise
+
+    async def _drop(self, name: str) -> None:
+        with contextlib.suppress(Exception):
+            admin = await self.database.connect(timeout=CONNECT_TIMEOUT_S)
+            try:
+                await admin.execute(
+                    f"DROP DATABASE IF EXISTS {quote_identifier(name)} WITH (FORCE)"
+                )
+            finally:
+                await _close(admin)
 
     # ---- housekeeping ----------------------------------------------------------------
 
@@ -577,9 +687,23 @@ class RoleBackups:
         return doomed
 
 
-def _identifier(name: str) -> str:
-    if not name or '"' in name or "\x00" in name or len(name.encode()) > 63:
-        raise BackupError(f"{name!r} is not a usable database name")
+def _database_name(name: str) -> str:
+    """``name`` if it can only mean a database's name: libpq reads a ``--dbname`` with ``=``
+    or a URI prefix as a connection string, which could name another database."""
+    plain = (
+        name
+        and name == name.strip()
+        and "=" not in name
+        and "\x00" not in name
+        and not name.startswith(("postgresql:", "postgres:"))
+        and len(name.encode()) <= 63
+    )
+    if not plain:
+        msg = (
+            f"{name!r} is not a usable database name: a plain name of at most 63 bytes, "
+            "without '=' or a URI prefix"
+        )
+        raise BackupError(msg)
     return name
 
 

@@ -24,7 +24,7 @@ import asyncpg
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from multidb.backups.drill_records import DrillRecorder
-from multidb.backups.engine import JOB_NAME, BackupError, RoleBackups, try_lead
+from multidb.backups.engine import JOB_NAME, BackupError, RoleBackups, try_lead, while_led
 from multidb.backups.wire import (
     BACKUP_ID,
     BackupManifest,
@@ -96,10 +96,12 @@ class BackupManager:
             timeout_s=3 * self.timeout_s,
         )
 
-    async def _tick(self, _runtime: RoleRuntime, _lock: asyncpg.Connection) -> None:
+    async def _tick(self, _runtime: RoleRuntime, lock: asyncpg.Connection) -> None:
         """One look at what is due, as the role's leader (the job holds the lock)."""
+        # The lock lives as long as this idle transaction (see try_lead).
+        await lock.execute("SET idle_in_transaction_session_timeout = 0")
         try:
-            await self._due()
+            await while_led(lock, self._due())
         except BackupError as exc:
             status = self.job_status()
             failures = (status.failures if status is not None else 0) + 1
@@ -110,7 +112,15 @@ class BackupManager:
             raise  # counted and shown as the job's failure; retried next tick
 
     async def _due(self) -> None:
-        self.engine.clean_up()
+        """Whatever else fails, pruning and sending drill results still run: pruning is what
+        frees a full disk."""
+        try:
+            await self._backup_and_drill()
+        finally:
+            await self._housekeeping()
+
+    async def _backup_and_drill(self) -> None:
+        await asyncio.to_thread(self.engine.clean_up)
         await self.engine.drop_scratch_databases()
         now = _now()
         failure: BackupError | None = None
@@ -120,9 +130,11 @@ class BackupManager:
         if interval is not None and (good is None or _age(good, now) >= interval):
             try:
                 good = await self._timed("backup", self.engine.run_backup("schedule"))
-                await self._timed("verify", self.engine.verify(good))
             except BackupError as exc:
                 failure = exc
+        if good is not None and good.verification is None:
+            # Right after its backup, or one a stopped service never got to verify.
+            await self._timed("verify", self.engine.verify(good))
         drill_every = self.policy.drill_interval_s
         if drill_every is not None:
             manifests = self.engine.store.manifests()
@@ -131,16 +143,26 @@ class BackupManager:
             if target is not None and (
                 last is None or (now - last.finished_at).total_seconds() >= drill_every
             ):
+                # A drill records its own failures and time-outs: it is not retried before
+                # its interval, however it ended.
                 await self._timed("drill", self.engine.drill(target))
-        self.engine.prune()
-        await self.recorder.send_pending(self.engine.store)
         if failure is not None:
             raise failure
+
+    async def _housekeeping(self) -> None:
+        try:
+            await asyncio.to_thread(self.engine.prune)
+        except OSError as exc:
+            log.error("role %s: pruning backups failed: %s", self.role, exc.strerror or exc)
+        try:
+            await self.recorder.send_pending(self.engine.store)
+        except OSError as exc:
+            log.error("role %s: recording drill results failed: %s", self.role, exc.strerror or exc)
 
     async def _timed(self, what: str, operation: Awaitable[BackupManifest]) -> BackupManifest:
         self.current = what
         try:
-            # A backup stops itself at the limit and records why; this bounds the others.
+            # Each operation stops itself at the limit and records why; this is a backstop.
             async with asyncio.timeout(self.timeout_s + 30):
                 return await operation
         finally:
@@ -157,27 +179,47 @@ class BackupManager:
             raise NotFoundError(f"role {self.role!r} has no backup {backup_id!r}")
         return manifest
 
+    def _complete(self, backup_id: str) -> BackupManifest:
+        target = self.find(backup_id)
+        if target.status != "ok":
+            msg = (
+                f"backup {backup_id} of role {self.role!r} is {target.status}: "
+                "only a complete backup can be verified or drilled"
+            )
+            raise ConflictError(msg)
+        return target
+
     async def start(self, operation: Operation, backup_id: str | None = None) -> OperationStarted:
         """Take the role's lock and start ``operation`` in the background; 409 if another
         runs, 404/400 for an unknown or malformed id, 503 if the database is down."""
-        target = None
         if backup_id is not None:
-            target = self.find(backup_id)
-            if target.status != "ok":
-                msg = (
-                    f"backup {backup_id} of role {self.role!r} is {target.status}: "
-                    "only a complete backup can be verified or drilled"
-                )
-                raise ConflictError(msg)
-        lock = await self._lead()
+            self._complete(backup_id)  # 400/404/409 before any connection is opened
+        if self.current is not None:
+            raise self._busy(self.current)
+        self.current = f"starting {operation}"  # one start at a time in this replica
+        try:
+            lock = await self._lead()
+        except BaseException:
+            self.current = None
+            raise
         try:
             # The lock is ours, so no run is alive: a "running" one died with its process.
-            self.engine.clean_up()
-            if target is None:
-                target = self.engine.start_manifest("api")
+            await asyncio.to_thread(self.engine.clean_up)
+            # Read again under the lock: an operation that ended meanwhile may have changed
+            # or pruned it.
+            target = (
+                self._complete(backup_id)
+                if backup_id is not None
+                else self.engine.start_manifest("api")
+            )
         except BackupError as exc:
             await _release(lock)
+            self.current = None
             raise DatabaseUnavailableError(str(exc)) from None
+        except BaseException:
+            await _release(lock)
+            self.current = None
+            raise
         task = asyncio.create_task(self._run_led(lock, operation, target))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -190,13 +232,15 @@ class BackupManager:
             msg = f"database {self.role!r} is unavailable: {describe(exc, 10_000)}"
             raise DatabaseUnavailableError(msg) from None
         if lock is None:
-            running = self.current or self._running_elsewhere()
-            msg = (
-                f"a backup operation of role {self.role!r} is running ({running}); "
-                "try again when it has finished"
-            )
-            raise ConflictError(msg)
+            raise self._busy(self._running_elsewhere())
         return lock
+
+    def _busy(self, running: str) -> ConflictError:
+        msg = (
+            f"a backup operation of role {self.role!r} is running ({running}); "
+            "try again when it has finished"
+        )
+        return ConflictError(msg)
 
     def _running_elsewhere(self) -> str:
         running = [m.id for m in self.engine.store.manifests() if m.status == "running"]
@@ -206,6 +250,17 @@ class BackupManager:
         self, lock: asyncpg.Connection, operation: Operation, target: BackupManifest
     ) -> None:
         try:
+            await while_led(lock, self._operation(operation, target))
+        except BackupError:
+            pass  # recorded in the manifest and logged by the engine
+        except Exception as exc:
+            log.error("%s of role %s failed: %s", operation, self.role, describe(exc))
+        finally:
+            self.current = None
+            await _release(lock)
+
+    async def _operation(self, operation: Operation, target: BackupManifest) -> None:
+        try:
             if operation == "backup":
                 done = await self._timed("backup", self.engine.run_backup(manifest=target))
                 await self._timed("verify", self.engine.verify(done))
@@ -213,13 +268,9 @@ class BackupManager:
                 await self._timed("verify", self.engine.verify(target))
             else:
                 await self._timed("drill", self.engine.drill(target))
-                await self.recorder.send_pending(self.engine.store)
-        except BackupError:
-            pass  # recorded in the manifest and logged by the engine
-        except Exception as exc:
-            log.error("%s of role %s failed: %s", operation, self.role, describe(exc))
         finally:
-            await _release(lock)
+            # With the schedule off, the API's backups are kept within the role's limits too.
+            await self._housekeeping()
 
     async def stop(self) -> None:
         for task in list(self._tasks):

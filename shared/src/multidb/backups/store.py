@@ -86,6 +86,7 @@ class BackupStore:
 
     def save(self, manifest: BackupManifest) -> None:
         write_private(self.manifest_path(manifest), _encode(manifest))
+        sync_folder(self.folder)  # the rename survives a crash: "ok" never reverts to "running"
 
     def delete(self, manifest: BackupManifest) -> None:
         """The dump first: a manifest without its dump is a visible loss, never the reverse."""

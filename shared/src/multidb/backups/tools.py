@@ -57,11 +57,20 @@ class PgTools(msgspec.Struct, frozen=True, kw_only=True):
     major: int
 
 
+def _inherited() -> dict[str, str]:
+    return {name: os.environ[name] for name in INHERITED if name in os.environ}
+
+
 @functools.cache
 def _version(program: str) -> tuple[int, str] | None:
     try:
         out = subprocess.run(  # noqa: S603 - a program path we found, a fixed argument
-            [program, "--version"], capture_output=True, text=True, timeout=10, check=True
+            [program, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+            env=_inherited(),  # never this process's secrets
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -138,7 +147,7 @@ def tool_environment(
 ) -> Iterator[dict[str, str]]:
     """The environment of one tool run against ``database`` (``host`` instead of its own,
     ``dbname`` instead of its database); the passfile goes when the block ends."""
-    env = {name: os.environ[name] for name in INHERITED if name in os.environ}
+    env = _inherited()
     env.update(database.libpq_environment())
     if host:
         env["PGHOST"] = host

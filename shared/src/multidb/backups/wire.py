@@ -37,6 +37,8 @@ class DrillResult(msgspec.Struct, kw_only=True):
     differences: list[str] = msgspec.field(default_factory=list)
     # Whether the logging role's database holds this result yet (sent again until it does).
     recorded: bool = False
+    # Why the logging service refused the record (it is then not sent again).
+    record_refused: str | None = None
 
 
 class Verification(msgspec.Struct, kw_only=True):
