@@ -73,29 +73,48 @@ async def test_a_backup_is_a_verified_pg_dump_with_its_manifest(
             },
         )
         assert inserted.status_code == 200, inserted.text
-        manifest = await _backup(client)
-        assert manifest["status"] == "ok", manifest
-        assert manifest["verification"]["passed"] is True
-        assert len(manifest["sha256"]) == 64
-        assert manifest["size_bytes"] > 0
-        assert manifest["alembic_revision"] == migrations.head_revision(get_roles()["default"])
-        assert manifest["row_counts"]["public.users"] >= 7
-        assert manifest["pg_dump_version"].startswith(manifest["server_version"].split(".")[0])
-        folder = Path(backup_settings.backups.directory) / "default"
-        dump = folder / manifest["file"]
-        assert stat.S_IMODE(dump.stat().st_mode) == 0o600
-        assert dump.stat().st_size == manifest["size_bytes"]
-        assert sorted(p.name for p in folder.iterdir()) == sorted(
-            [manifest["file"], manifest["file"].replace(".dump", ".manifest.json")]
-        )
+        try:
+            await _backup_holds_the_new_users(client, backup_settings)
+        finally:
+            # Other tests count the users table: leave it as it was.
+            removed = await client.post(
+                "/execute",
+                headers=ADMIN,
+                json={
+                    "query": "DELETE FROM users WHERE username LIKE 'backup-%'",
+                    "read_only": False,
+                },
+            )
+            assert removed.status_code == 200, removed.text
 
-        info = (await client.get("/backup/info", headers=ADMIN)).json()
-        last = info["backups"]["last_backup"]
-        assert last["id"] == manifest["id"]
-        assert last["verified"] is True
-        assert last["size_bytes"] == manifest["size_bytes"]
-        listed = (await client.get("/backups", headers=ADMIN)).json()
-        assert [b["id"] for b in listed["backups"]] == [manifest["id"]]
+
+async def _backup_holds_the_new_users(
+    client: AsyncTestClient[Any], backup_settings: Settings
+) -> None:
+    """The backup counted the users the test added, in its own snapshot."""
+    manifest = await _backup(client)
+    assert manifest["status"] == "ok", manifest
+    assert manifest["verification"]["passed"] is True
+    assert len(manifest["sha256"]) == 64
+    assert manifest["size_bytes"] > 0
+    assert manifest["alembic_revision"] == migrations.head_revision(get_roles()["default"])
+    assert manifest["row_counts"]["public.users"] >= 7
+    assert manifest["pg_dump_version"].startswith(manifest["server_version"].split(".")[0])
+    folder = Path(backup_settings.backups.directory) / "default"
+    dump = folder / manifest["file"]
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert dump.stat().st_size == manifest["size_bytes"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [manifest["file"], manifest["file"].replace(".dump", ".manifest.json")]
+    )
+
+    info = (await client.get("/backup/info", headers=ADMIN)).json()
+    last = info["backups"]["last_backup"]
+    assert last["id"] == manifest["id"]
+    assert last["verified"] is True
+    assert last["size_bytes"] == manifest["size_bytes"]
+    listed = (await client.get("/backups", headers=ADMIN)).json()
+    assert [b["id"] for b in listed["backups"]] == [manifest["id"]]
 
 
 async def test_a_drill_restores_into_a_scratch_database_and_compares(
