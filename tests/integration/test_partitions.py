@@ -31,6 +31,7 @@ from multidb.partitions import (
 )
 from multidb.roles import RoleSpec
 from multidb.settings import DatabaseSettings, Settings
+from tests.conftest import bearer
 
 DEADLINE_S = 30.0
 MARK = "test-partitions"
@@ -387,3 +388,22 @@ async def test_the_service_runs_the_partitions_job(
         assert any(partition_name(table.name, old) in line for line in lines), lines
     finally:
         await clean_up(database, role, settings)
+
+
+async def test_the_rollups_are_a_system_table_out_of_executes_reach(service_client: Any) -> None:
+    writer = bearer("db:read", "db:execute", "db:write")
+    async with service_client("analytics") as client:
+        for query, read_only in (
+            ("SELECT * FROM analytics_event_rollups", True),
+            ("DELETE FROM analytics_event_rollups", False),
+        ):
+            answer = await client.post(
+                "/execute", json={"query": query, "read_only": read_only}, headers=writer
+            )
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["sqlstate"] == "42501"  # insufficient_privilege
+        # The partitioned tables stay readable, through their parent.
+        answer = await client.post(
+            "/execute", json={"query": "SELECT count(*) FROM analytics_events"}, headers=writer
+        )
+        assert answer.status_code == 200, answer.text
