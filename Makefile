@@ -51,6 +51,7 @@ bench: sync ## Gateway vs direct service figures, make run's time to ready, metr
 	@$(UV) run --locked python bench/metrics_bench.py
 	@$(UV) run --locked python bench/tls_bench.py
 	@$(UV) run --locked python bench/backup_bench.py
+	@$(UV) run --locked python bench/ingest_bench.py
 
 .PHONY: lint
 lint: sync ## ruff (lint + format check) and mypy
