@@ -13,13 +13,12 @@ import base64
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from multidb.partitions import ensure_daily_partitions
 
 from multidb.settings import DatabaseSettings, Settings
 from multidb_logging.log_search import MAX_LIMIT, build_sql, parse_query
@@ -75,18 +74,8 @@ def insert_logs(database: DatabaseSettings, rows: list[dict[str, Any]]) -> list[
 
 @pytest.fixture(scope="module")
 def logging_db(settings: Settings) -> Iterator[DatabaseSettings]:
+    # The days used here lie in [today - retention, today]: their partitions exist.
     database = settings.databases["logging"]
-
-    async def partitions() -> None:
-        conn = await database.connect()
-        try:
-            await ensure_daily_partitions(
-                conn, "application_logs", BASE.date() - timedelta(days=1), date.today()
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(partitions())
     yield database
     run(database, "DELETE FROM application_logs WHERE logger LIKE $1", LOGGER_PREFIX + "%")
 
@@ -236,7 +225,7 @@ def test_keyset_pages_cover_every_row_once_in_order_while_rows_arrive(
 ) -> None:
     logger = a_logger()
     # Five rows share each timestamp: the id breaks the tie.
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"logger": logger, "created_at": BASE + timedelta(hours=7 * (i // 5)), "message": "old"}
         for i in range(53)
     ]
@@ -313,8 +302,8 @@ def _cursor_of(text: str) -> str:
         ({"cursor": _cursor_of('{"created_at": 1}')}, "not a cursor"),
         ({"cursor": _cursor_of('["2026-01-01T00:00:00Z", -1]')}, "not a cursor"),
         ({"cursor": "A" * 300}, "at most 200 characters"),
-        ({"since": "yesterday"}, "not an ISO-8601 timestamp"),
-        ({"until": "2026-13-01T00:00:00Z"}, "not an ISO-8601 timestamp"),
+        ({"since": "yesterday"}, "timestamp (like 2026-11-29T04:00:00Z)"),
+        ({"until": "2026-13-01T00:00:00Z"}, "timestamp (like"),
         ({"since": "0001-01-01T00:00:00Z"}, "before 1970"),
         ({"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "must be before"),
         ({"limit": "0"}, "from 1 to 500"),
@@ -441,8 +430,8 @@ def test_rollup_by_hour_and_by_day_from_the_rollup_table(
             {"name": "a", "step": "day", "since": "2000-01-01T00:00:00Z"},
             "at most 2000",
         ),
-        ({"name": "a", "since": "noon"}, "not an ISO-8601 timestamp"),
-        ({"name": "a", "since": "2026-01-02T00:00:00Z", "until": "2026-01-01"}, "before"),
+        ({"name": "a", "since": "noon"}, "timestamp (like"),
+        ({"name": "a", "since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "before"),
     ],
 )
 def test_bad_rollup_parameters_are_a_400_that_says_why(

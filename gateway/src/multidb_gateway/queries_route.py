@@ -3,14 +3,16 @@
 The role services' own read APIs, reached through the gateway: the caller needs
 ``db:read`` on that database (``db:read`` or ``db:read:<role>``); a role that is not
 configured is a 404. The gateway asks the service (``GET /logs``, ``GET /events/rollup``)
-with the caller's own credentials, passing the query parameters it knows unchanged: the
-service checks them, and its 400 (with its message) is passed on. The answer is decoded
+with the caller's own credentials. ``since`` and ``until`` must be RFC 3339 timestamps here,
+as documented; the other parameters it knows are passed on unchanged: the service checks
+them, and its 400 (with its message) is passed on. The answer is decoded
 into its wire type before it is returned (anything else is a 502); a service that cannot
 answer is a 503 (504 when it did not answer in time).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -19,7 +21,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from multidb import auth
-from multidb.errors import BadGatewayError, NotFoundError
+from multidb.errors import BadGatewayError, BadRequestError, NotFoundError
 from multidb.openapi import protected
 from multidb.queries import EventRollup, LogPage
 from multidb_gateway import forwarding
@@ -47,8 +49,21 @@ def _check(request: Request[auth.Principal, Any, Any], runtime: GatewayRuntime, 
         raise NotFoundError(runtime.unknown(role))
 
 
+def _timestamp(name: str, text: str) -> str:
+    # Strictly RFC 3339, as documented (the services read any ISO-8601 timestamp).
+    try:
+        return msgspec.convert(text, datetime).isoformat()
+    except msgspec.ValidationError:
+        msg = f"{name}: {text[:64]!r} is not an RFC 3339 timestamp (like 2026-11-29T04:00:00Z)"
+        raise BadRequestError(msg) from None
+
+
 def _given(**params: str | None) -> dict[str, str]:
-    return {key: value for key, value in params.items() if value is not None}
+    given = {key: value for key, value in params.items() if value is not None}
+    for key in ("since", "until"):
+        if key in given:
+            given[key] = _timestamp(key, given[key])
+    return given
 
 
 async def _fetch(
@@ -108,7 +123,10 @@ async def logs(
         ),
     ] = None,
     cursor: Annotated[
-        str | None, Parameter(description="the next_cursor of the previous page")
+        str | None,
+        Parameter(
+            schema_extra={"maxLength": 200}, description="the next_cursor of the previous page"
+        ),
     ] = None,
 ) -> Response[LogPage]:
     """The logging database's application logs, newest first, a page at a time.
@@ -148,7 +166,10 @@ async def event_rollup(
     request: Request[auth.Principal, Any, Any],
     state: State,
     *,
-    name: Annotated[str | None, Parameter(description="the event name (required)")] = None,
+    name: Annotated[
+        str | None,
+        Parameter(schema_extra={"maxLength": 100}, description="the event name (required)"),
+    ] = None,
     since: Annotated[
         str | None,
         Parameter(
