@@ -23,7 +23,7 @@ from litestar.params import Parameter
 from multidb import auth
 from multidb.errors import BadGatewayError, BadRequestError, NotFoundError
 from multidb.openapi import protected
-from multidb.queries import EventRollup, LogPage
+from multidb.queries import EventRollup, LogPage, refuse_repeated
 from multidb_gateway import forwarding
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
 
@@ -58,7 +58,7 @@ def _timestamp(name: str, text: str) -> str:
         raise BadRequestError(msg) from None
 
 
-def _given(**params: str | None) -> dict[str, str]:
+def _given(params: dict[str, str | None]) -> dict[str, str]:
     given = {key: value for key, value in params.items() if value is not None}
     for key in ("since", "until"):
         if key in given:
@@ -73,18 +73,19 @@ async def _fetch(
     path: str,
     *,
     what: str,
-    params: dict[str, str],
+    params: dict[str, str | None],
     max_bytes: int,
 ) -> bytes:
     runtime: GatewayRuntime = state.gateway
     _check(request, runtime, role)
+    refuse_repeated(request.query_params, params)
     return await forwarding.fetch(
         runtime,
         role,
         path,
         forward_headers(request),
         what=what,
-        params=params,
+        params=_given(params),
         max_bytes=max_bytes,
     )
 
@@ -136,16 +137,16 @@ async def logs(
     when they hold over 2 MiB of text); pass ``next_cursor`` back as ``cursor`` for the
     next (older) page, ``null`` once there is none. Needs `db:read` on `logging`.
     """
-    params = _given(
-        level=level,
-        since=since,
-        until=until,
-        logger=logger,
-        request_id=request_id,
-        q=q,
-        limit=limit,
-        cursor=cursor,
-    )
+    params = {
+        "level": level,
+        "since": since,
+        "until": until,
+        "logger": logger,
+        "request_id": request_id,
+        "q": q,
+        "limit": limit,
+        "cursor": cursor,
+    }
     body = await _fetch(
         request, state, LOGGING, "/logs", what="the logs", params=params, max_bytes=MAX_LOGS_BYTES
     )
@@ -166,10 +167,7 @@ async def event_rollup(
     request: Request[auth.Principal, Any, Any],
     state: State,
     *,
-    name: Annotated[
-        str | None,
-        Parameter(schema_extra={"maxLength": 100}, description="the event name (required)"),
-    ] = None,
+    name: Annotated[str, Parameter(schema_extra={"maxLength": 100}, description="the event name")],
     since: Annotated[
         str | None,
         Parameter(
@@ -188,7 +186,7 @@ async def event_rollup(
     Served from the analytics service's hourly rollups, never by scanning events. At most
     2000 points: a longer range is a 400 that says so. Needs `db:read` on `analytics`.
     """
-    params = _given(name=name, since=since, until=until, step=step)
+    params = {"name": name, "since": since, "until": until, "step": step}
     body = await _fetch(
         request,
         state,
@@ -203,7 +201,7 @@ async def event_rollup(
     except msgspec.DecodeError as exc:
         msg = f"the analytics service answered an unreadable rollup ({exc})"
         raise BadGatewayError(msg) from None
-    if name is not None and rollup.name != name:
+    if rollup.name != name:
         msg = f"the analytics service answered the rollup of {rollup.name!r}"
         raise BadGatewayError(msg)
     return Response(body, media_type=JSON)  # type: ignore[arg-type]

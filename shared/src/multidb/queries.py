@@ -11,8 +11,9 @@ PostgreSQL itself, even when the caller has gone away.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import asyncpg
 import msgspec
@@ -91,6 +92,19 @@ def parse_timestamp(name: str, text: str) -> datetime:
         msg = f"{name}: {value.isoformat()} is before 1970-01-01T00:00:00Z"
         raise BadRequestError(msg)
     return value
+
+
+class QueryParams(Protocol):
+    def getall(self, key: str, default: list[str]) -> list[str]: ...
+
+
+def refuse_repeated(params: QueryParams, names: Iterable[str]) -> None:
+    """A :class:`BadRequestError` when one of ``names`` is given more than once (each is
+    one value; quietly using one of them would answer a question nobody asked)."""
+    for name in names:
+        count = len(params.getall(name, []))
+        if count > 1:
+            raise BadRequestError(f"give '{name}' once (it was given {count} times)")
 
 
 def checked_text(name: str, text: str | None, longest: int) -> str | None:

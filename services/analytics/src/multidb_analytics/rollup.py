@@ -19,6 +19,7 @@ import msgspec
 from multidb.errors import BadRequestError
 from multidb.queries import EventRollup, RollupPoint, checked_text, parse_timestamp, read_bounded
 
+PARAMETERS = ("name", "since", "until", "step")
 STEPS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 DEFAULT_RANGES = {"hour": timedelta(hours=24), "day": timedelta(days=30)}
 DEFAULT_STEP = "hour"

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import get
+from litestar import Request, get
 from litestar.datastructures import State
 from litestar.params import Parameter
 
 from multidb import auth
 from multidb.openapi import protected
-from multidb.queries import EventRollup
+from multidb.queries import EventRollup, refuse_repeated
 from multidb.service.runtime import RoleRuntime
 from multidb_analytics import rollup
 
@@ -21,6 +21,7 @@ DATE_TIME = {"format": "date-time"}
 @get("/events/rollup", tags=["events"], **protected(auth.READ, 400, 503, 504))
 async def event_rollup(
     state: State,
+    request: Request[Any, Any, Any],
     *,
     name: Annotated[str | None, Parameter(description="the event name (required)")] = None,
     since: Annotated[
@@ -43,6 +44,7 @@ async def event_rollup(
     most 2000 points: a longer range is a 400 that says so. Needs `db:read` on the
     analytics database.
     """
+    refuse_repeated(request.query_params, rollup.PARAMETERS)
     query = rollup.parse_query(name, since, until, step, now=datetime.now(UTC))
     runtime: RoleRuntime = state.runtime
     return await rollup.read_rollup(runtime.admin, query)

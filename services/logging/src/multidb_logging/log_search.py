@@ -33,6 +33,7 @@ from multidb.queries import (
     read_bounded,
 )
 
+PARAMETERS = ("level", "since", "until", "logger", "request_id", "q", "limit", "cursor")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_RANGE = timedelta(hours=24)
 DEFAULT_LIMIT = 100

@@ -7,15 +7,15 @@ bounded query on the role's admin pool and returns the page.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import get
+from litestar import Request, get
 from litestar.datastructures import State
 from litestar.params import Parameter
 
 from multidb import auth
 from multidb.openapi import protected
-from multidb.queries import LogPage
+from multidb.queries import LogPage, refuse_repeated
 from multidb.service.runtime import RoleRuntime
 from multidb_logging import log_search
 
@@ -25,6 +25,7 @@ DATE_TIME = {"format": "date-time"}
 @get("/logs", tags=["logs"], **protected(auth.READ, 400, 503, 504))
 async def search_logs(
     state: State,
+    request: Request[Any, Any, Any],
     *,
     level: Annotated[
         str | None,
@@ -63,6 +64,7 @@ async def search_logs(
     ``next_cursor`` asks for the next page, ``null`` once there is none. Needs `db:read`
     on the logging database.
     """
+    refuse_repeated(request.query_params, log_search.PARAMETERS)
     query = log_search.parse_query(
         level=level,
         since=since,
