@@ -139,6 +139,8 @@ GATEWAY_ENDPOINTS = [
     ("GET", "/database/default/models", "db:read"),
     ("POST", "/database/default/execute", "db:execute"),
     ("GET", "/database/backup/info", "db:admin"),
+    ("GET", "/database/logging/logs", "db:read"),
+    ("GET", "/database/analytics/events/rollup?name=login", "db:read"),
 ]
 
 

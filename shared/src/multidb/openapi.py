@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import msgspec
 from litestar import Litestar, Response, route
+from litestar.enums import ParamType
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
@@ -139,7 +140,7 @@ class RawExecuteBody(Operation):
 
 
 def name_the_roles(app: Litestar, roles: Iterable[str], parameter: str = "name") -> None:
-    """Make ``{parameter}`` of every path an enum of the configured ``roles``.
+    """Make the path parameter ``{parameter}`` of every path an enum of the configured ``roles``.
 
     Called at start-up, once settings are read: the document is built on first use and
     kept, so the enum is in it from the first request on.
@@ -152,6 +153,7 @@ def name_the_roles(app: Litestar, roles: Iterable[str], parameter: str = "name")
                 if (
                     isinstance(found, Parameter)
                     and found.name == parameter
+                    and found.param_in == ParamType.PATH  # a query's ?name= is something else
                     and isinstance(found.schema, Schema)
                 ):
                     found.schema.enum = names
