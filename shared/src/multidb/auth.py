@@ -3,7 +3,8 @@
 Every handler declares the scope it needs in its ``opt`` (:func:`needs`). Scopes:
 ``db:read`` (health, stats, models, configured), ``db:execute`` (run a query),
 ``db:write`` (run it outside a read-only transaction), ``db:admin`` (connection details),
-each for every database or, as ``db:<action>:<role>``, for one (:mod:`multidb.scopes`).
+``ingest:write`` (send log records and events), each for every database or, as
+``<action>:<role>`` (``db:read:analytics``), for one (:mod:`multidb.scopes`).
 An API key from ``API_KEYS`` holds every scope; a key of ``MULTI_DB_API_KEYS_FILE`` holds
 its entry's scopes (:mod:`multidb.api_keys`). Keys may be stored as ``sha256:<hex>``;
 they are always compared in constant time. Tokens are chosen a secret by their ``kid``
@@ -46,6 +47,7 @@ READ = _scopes_module.READ
 EXECUTE = _scopes_module.EXECUTE
 WRITE = _scopes_module.WRITE
 ADMIN = _scopes_module.ADMIN
+INGEST = _scopes_module.INGEST
 # What a key of API_KEYS holds: every action on every database.
 ALL_SCOPES = _scopes_module.ACTIONS
 JWT_ALGORITHM = "HS256"

@@ -103,7 +103,8 @@ def config(title: str) -> OpenAPIConfig:
                     description=(
                         "a token from `multidb token` (HS256; `sub`, `scopes`, `exp`; "
                         "`kid` in the header names its secret in JWT_SECRETS). A scope is "
-                        "`db:<action>` (every database) or `db:<action>:<role>` (one)"
+                        "`<action>` (every database) or `<action>:<role>` (one); actions "
+                        "`db:read`, `db:execute`, `db:write`, `db:admin`, `ingest:write`"
                     ),
                 ),
                 API_KEY: SecurityScheme(
