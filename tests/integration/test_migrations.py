@@ -17,8 +17,12 @@ from tests.conftest import BUILTIN_ROLES
 async def _tables(database: DatabaseSettings) -> set[str]:
     conn = await database.connect()
     try:
-        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-        return {row["tablename"] for row in rows}
+        # A partition is part of its table, not a table of its own.
+        rows = await conn.fetch(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        )
+        return {row["relname"] for row in rows}
     finally:
         await conn.close()
 

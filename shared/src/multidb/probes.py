@@ -49,7 +49,7 @@ FROM pg_stat_database WHERE datname = current_database()
 # and whether the role's version table exists ($1), all in one round trip.
 CATALOG_SQL = """
 SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p')
+        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
           AND n.nspname NOT LIKE 'pg_toast%') AS table_count,
        d.numbackends AS connections,

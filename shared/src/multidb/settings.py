@@ -37,6 +37,9 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 # HS256 keys shorter than the hash (RFC 7518 section 3.2) are refused for the internal secret.
 InternalSecret = Annotated[str, msgspec.Meta(min_length=32)]
+# Days of logs / of analytics events kept (whole daily partitions, see multidb.partitions).
+LOG_RETENTION_DAYS = 30
+EVENTS_RETENTION_DAYS = 90
 
 DB_FIELDS = (
     "host",
@@ -160,6 +163,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ingest_max_field_bytes: Positive = 64 * 1024
     health_timeout_ms: Positive = 2000
     stats_retention_days: Positive = 30
+    log_retention_days: Positive = LOG_RETENTION_DAYS
+    events_retention_days: Positive = EVENTS_RETENTION_DAYS
     metrics_sample_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     metrics_access: Literal["loopback", "credential"] = "loopback"
     jwt_secret: str = ""
@@ -194,6 +199,8 @@ GLOBAL_VARIABLES = (
     ("MULTI_DB_INGEST_MAX_FIELD_BYTES", "ingest_max_field_bytes"),
     ("MULTI_DB_HEALTH_TIMEOUT_MS", "health_timeout_ms"),
     ("MULTI_DB_STATS_RETENTION_DAYS", "stats_retention_days"),
+    ("MULTI_DB_LOG_RETENTION_DAYS", "log_retention_days"),
+    ("MULTI_DB_EVENTS_RETENTION_DAYS", "events_retention_days"),
     ("MULTI_DB_METRICS_SAMPLE_S", "metrics_sample_s"),
     ("MULTI_DB_METRICS_ACCESS", "metrics_access"),
     ("JWT_SECRET", "jwt_secret"),
