@@ -60,6 +60,8 @@ ANY_DATABASE = "any"
 EVERY_DATABASE = "every"
 PATH_PREFIX = "path:"
 QUERY_PREFIX = "query:"
+# A route of one role's data whose path names no database (``/database/logging/logs``).
+ROLE_PREFIX = "role:"
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -309,6 +311,8 @@ def _database_of(connection: ASGIConnection[Any, Any, Any, Any], where: str | No
         return role
     if where == EVERY_DATABASE:
         return None
+    if where.startswith(ROLE_PREFIX):
+        return where.removeprefix(ROLE_PREFIX)
     if where.startswith(PATH_PREFIX):
         value = connection.path_params.get(where.removeprefix(PATH_PREFIX))
     else:
@@ -342,7 +346,8 @@ def needs(scope: str, database: str | None = None) -> dict[str, str]:
     """Route ``opt`` declaring the scope a handler needs: ``@get(..., opt=needs(READ))``.
 
     ``database`` says which database the scope is for: ``"path:name"`` or
-    ``"query:database"`` (that parameter names the role), :data:`ANY_DATABASE` (the
+    ``"query:database"`` (that parameter names the role), ``"role:logging"`` (that role,
+    for a route of one role's data on the gateway), :data:`ANY_DATABASE` (the
     handler shows only the databases the caller may see, and refuses a caller with none),
     :data:`EVERY_DATABASE` (the data spans every database: the bare scope, on a role service
     too), or None: the app's own role on a role service, every database on the gateway.

@@ -9,7 +9,7 @@ from litestar.types import ControllerRouterHandler
 
 from multidb import RoleSpec, hookimpl
 from multidb.jobs import BackgroundJob
-from multidb_analytics import models, retention, stats_routes
+from multidb_analytics import ingest_route, models, retention, stats_routes
 
 
 @hookimpl
@@ -28,8 +28,9 @@ def multidb_role_spec() -> RoleSpec:
 
 @hookimpl
 def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | None:
-    """``POST /stats/samples`` (``db:admin``) and ``GET /stats/history`` (``db:read``)."""
-    return stats_routes.ROUTES if role == "analytics" else None
+    """``POST /stats/samples`` (``db:admin``), ``GET /stats/history`` (``db:read``) and
+    ``POST /events`` (``ingest:write``)."""
+    return [*stats_routes.ROUTES, *ingest_route.ROUTES] if role == "analytics" else None
 
 
 @hookimpl

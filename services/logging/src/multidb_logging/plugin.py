@@ -9,7 +9,7 @@ from pathlib import Path
 from litestar.types import ControllerRouterHandler
 
 from multidb import RoleSpec, hookimpl
-from multidb_logging import audit_route, drills_route, models, verify
+from multidb_logging import audit_route, drills_route, ingest_route, models, verify
 
 
 @hookimpl
@@ -28,9 +28,11 @@ def multidb_role_spec() -> RoleSpec:
 
 @hookimpl
 def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | None:
-    """``/audit/access`` and ``/backups/drills`` (scope ``db:admin``) on the logging
-    service only."""
-    return [*audit_route.ROUTES, *drills_route.ROUTES] if role == "logging" else None
+    """``/audit/access`` and ``/backups/drills`` (scope ``db:admin``) and ``POST /logs``
+    (scope ``ingest:write``) on the logging service only."""
+    if role != "logging":
+        return None
+    return [*audit_route.ROUTES, *drills_route.ROUTES, *ingest_route.ROUTES]
 
 
 @hookimpl

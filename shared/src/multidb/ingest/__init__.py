@@ -28,7 +28,7 @@ from multidb.ingest.records import (
     LogRecord,
     RecordChecks,
 )
-from multidb.ingest.staging import Staging, write_batch
+from multidb.ingest.staging import Staged, Staging, write_batch
 
 __all__ = [
     "ActivityRecord",
@@ -38,6 +38,7 @@ __all__ = [
     "IngestReceipt",
     "LogRecord",
     "RecordChecks",
+    "Staged",
     "Staging",
     "TimeWindow",
     "decode_batch",

@@ -36,10 +36,11 @@ Name100 = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
 
 # A JSON field (context, properties, details) is kept as sent: checked to be an object and
-# stored without being decoded and encoded again. ``null`` is the same as absent.
-EMPTY_OBJECT = msgspec.Raw(b"{}")
-_EMPTY = b"{}"
-_NULL = b"null"
+# stored without being decoded and encoded again. Absent, it is stored as {}.
+JsonObject = Annotated[
+    msgspec.Raw, msgspec.Meta(extra_json_schema={"type": "object", "description": "any object"})
+]
+_EMPTY = "{}"
 _NUL_ESCAPE = b"\\u0000"
 # A UTF-8 character is at most 4 bytes: a text of at most limit/4 characters fits.
 UTF8_MAX = 4
@@ -62,7 +63,7 @@ class LogRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     message: str
     event_id: EventId | None = None
     request_id: Text64 | None = None
-    context: msgspec.Raw = EMPTY_OBJECT
+    context: JsonObject | msgspec.UnsetType = msgspec.UNSET
     error: ErrorInfo | None = None
 
 
@@ -82,7 +83,7 @@ class EventRecord(
     event_id: EventId | None = None
     user_id: BigInt | None = None
     session_id: Text100 | None = None
-    properties: msgspec.Raw = EMPTY_OBJECT
+    properties: JsonObject | msgspec.UnsetType = msgspec.UNSET
 
 
 class ActivityRecord(
@@ -103,7 +104,7 @@ class ActivityRecord(
     resource: Text255 | None = None
     ip_address: Text45 | None = None
     user_agent: Text512 | None = None
-    details: msgspec.Raw = EMPTY_OBJECT
+    details: JsonObject | msgspec.UnsetType = msgspec.UNSET
 
 
 AnalyticsRecord = EventRecord | ActivityRecord
@@ -149,8 +150,10 @@ class RecordChecks:
             raise BadRequestError(msg, index=index, field=field)
         return storable(value)
 
-    def json_object(self, value: msgspec.Raw, index: int, field: str) -> bytes:
-        """The JSON text of an object field, as ``jsonb`` takes it (``{}`` for ``null``)."""
+    def json_object(self, value: msgspec.Raw | msgspec.UnsetType, index: int, field: str) -> str:
+        """The JSON text of an object field, as ``jsonb`` takes it (``{}`` when absent)."""
+        if value is msgspec.UNSET:
+            return _EMPTY
         raw = bytes(value)
         if len(raw) > self.max_field_bytes:
             msg = (
@@ -159,14 +162,12 @@ class RecordChecks:
             )
             raise BadRequestError(msg, index=index, field=field)
         if raw[:1] != b"{":
-            if raw == _NULL:
-                return _EMPTY
             msg = f"record {index}, field '{field}': must be a JSON object"
             raise BadRequestError(msg, index=index, field=field)
         if _NUL_ESCAPE in raw:
             # jsonb refuses \u0000: store U+FFFD instead, as for text.
-            return msgspec.json.encode(_replace_nul(msgspec.json.decode(raw)))
-        return raw
+            raw = msgspec.json.encode(_replace_nul(msgspec.json.decode(raw)))
+        return raw.decode()
 
 
 def storable(value: str) -> str:
