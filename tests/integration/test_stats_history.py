@@ -338,7 +338,8 @@ async def test_retention_prunes_old_samples_with_one_leader(
 
     assert await runner.run_once("stats-retention") is True
     assert await _present(analytics_db, [old, recent]) == {recent}
-    (status,) = runner.status()
+    status = runner.job_status("stats-retention")
+    assert status is not None
     assert (status.runs, status.skipped, status.failures) == (1, 1, 0)
 
 

@@ -147,7 +147,7 @@ async def _lock_and_list(conn: asyncpg.Connection, table: str) -> set[str]:
     """Take ``table``'s partition lock; the names of its partitions."""
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_SPACE, _lock_key(table))
     kind = await conn.fetchval(
-        "SELECT relkind FROM pg_class WHERE oid = to_regclass($1)", quote_identifier(table)
+        "SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)", quote_identifier(table)
     )
     if kind != "p":
         msg = f"{table!r} is not a partitioned table"
@@ -239,7 +239,11 @@ def upkeep_job(tables: Sequence[str], retention_days: Callable[[Settings], int])
             len(dropped),
             f" ({', '.join(dropped)})" if dropped else "",
             days_kept,
-            extra={"created": created, "dropped": dropped, "retention_days": days_kept},
+            extra={
+                "partitions_created": created,
+                "partitions_dropped": dropped,
+                "retention_days": days_kept,
+            },
         )
 
     return BackgroundJob(

@@ -35,5 +35,7 @@ def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | Non
 
 @hookimpl
 def multidb_background_jobs(role: str) -> Sequence[BackgroundJob] | None:
-    """Prune the stats history beyond ``MULTI_DB_STATS_RETENTION_DAYS`` (hourly)."""
-    return [retention.STATS_RETENTION] if role == "analytics" else None
+    """Prune the stats history beyond ``MULTI_DB_STATS_RETENTION_DAYS``; keep the daily
+    partitions of events and activities, dropping those beyond
+    ``MULTI_DB_EVENTS_RETENTION_DAYS`` (hourly)."""
+    return [retention.STATS_RETENTION, retention.PARTITIONS] if role == "analytics" else None

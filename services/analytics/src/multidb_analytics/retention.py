@@ -1,15 +1,23 @@
-"""Retention of the stats history: samples older than ``MULTI_DB_STATS_RETENTION_DAYS``
-(30 by default) are deleted by a background job of the analytics service, once an hour
-and shortly after start-up, by one replica at a time (see :mod:`multidb.jobs`)."""
+"""Retention of the analytics role's data, background jobs of the analytics service run
+once an hour and shortly after start-up, by one replica at a time (see :mod:`multidb.jobs`):
+
+- ``stats-retention``: stats samples older than ``MULTI_DB_STATS_RETENTION_DAYS`` (30 by
+  default) are deleted;
+- ``partitions``: the daily partitions of ``analytics_events`` and ``user_activities`` for
+  the next days are created, those older than ``MULTI_DB_EVENTS_RETENTION_DAYS`` (90) are
+  dropped whole (see :mod:`multidb.partitions`).
+"""
 
 from __future__ import annotations
 
 import logging
+from operator import attrgetter
 
 import asyncpg
 
 from multidb.execute import affected_rows
 from multidb.jobs import BackgroundJob
+from multidb.partitions import upkeep_job
 from multidb.service.runtime import RoleRuntime
 
 log = logging.getLogger("multidb.analytics.retention")
@@ -39,4 +47,8 @@ STATS_RETENTION = BackgroundJob(
     run=prune_stats_samples,
     first_delay_s=5.0,
     timeout_s=PRUNE_TIMEOUT_S + 10,
+)
+
+PARTITIONS = upkeep_job(
+    ("analytics_events", "user_activities"), attrgetter("events_retention_days")
 )

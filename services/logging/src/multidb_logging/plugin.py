@@ -9,7 +9,8 @@ from pathlib import Path
 from litestar.types import ControllerRouterHandler
 
 from multidb import RoleSpec, hookimpl
-from multidb_logging import audit_route, drills_route, ingest_route, models, verify
+from multidb.jobs import BackgroundJob
+from multidb_logging import audit_route, drills_route, ingest_route, models, retention, verify
 
 
 @hookimpl
@@ -33,6 +34,13 @@ def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | Non
     if role != "logging":
         return None
     return [*audit_route.ROUTES, *drills_route.ROUTES, *ingest_route.ROUTES]
+
+
+@hookimpl
+def multidb_background_jobs(role: str) -> Sequence[BackgroundJob] | None:
+    """Keep the daily partitions of the logs, dropping those beyond
+    ``MULTI_DB_LOG_RETENTION_DAYS`` (hourly)."""
+    return [retention.PARTITIONS] if role == "logging" else None
 
 
 @hookimpl
