@@ -6,6 +6,7 @@ Each test uses its own logger or event names, and removes its rows at the end.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -357,6 +358,23 @@ async def test_events_and_activities_are_stored_once_and_rollups_count_inserted_
         (f"{tag}-a1", 41, "2001:db8::1"),
         (f"{tag}-a2", 42, "2001:db8::1"),
     ]
+
+
+async def test_the_same_batch_sent_at_once_by_several_senders_is_counted_once(
+    service_client: Any, events_db: asyncpg.Connection, tag: str
+) -> None:
+    hour = (NOW - dt.timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    batch = [event(tag, n, at=hour + dt.timedelta(seconds=n)) for n in range(200)]
+    # Two orders: batches holding the same ids in opposite orders may deadlock, and the one
+    # that loses is written again.
+    orders = [batch, batch[::-1], batch, batch[::-1]]
+    async with service_client("analytics") as client:
+        answers = await asyncio.gather(
+            *(client.post("/events", json=order, headers=INGEST) for order in orders)
+        )
+    assert [answer.status_code for answer in answers] == [200] * 4, [a.text for a in answers]
+    assert sum(answer.json()["inserted"] for answer in answers) == 200
+    assert await _rollups(events_db, tag) == {(f"{tag}-upload", hour): 200}
 
 
 async def test_a_bad_analytics_record_refuses_the_batch_and_counts_nothing(
