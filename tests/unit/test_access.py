@@ -55,8 +55,10 @@ def test_require_and_check_write_name_the_scopes_that_would_do() -> None:
     with pytest.raises(PermissionDeniedException, match="'db:write' or 'db:write:analytics'"):
         check_write(caller, False, "analytics")
     check_write(principal("db:write:analytics"), False, "analytics")
-    # The check is generic: a later action (ingestion's) is checked the same way.
+    # Ingestion's action is checked the same way.
     require(principal("ingest:write:analytics"), "ingest:write", "analytics")
+    with pytest.raises(PermissionDeniedException, match="'ingest:write' or 'ingest:write:logging'"):
+        require(principal("ingest:write:analytics", "db:write"), "ingest:write", "logging")
 
 
 def test_tokens_carry_per_database_scopes_and_drop_malformed_ones() -> None:
@@ -260,6 +262,11 @@ def test_key_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "--file", str(path),
     )  # fmt: skip
     assert code == 0, err
+    code, _, err = run_cli(
+        capsys, "key", "create", "app", "--scopes", "ingest:write:logging", "--file", str(path)
+    )
+    assert code == 0, err
+    assert run_cli(capsys, "key", "revoke", "app", "--file", str(path))[0] == 0
     key = out.strip()
     assert key.startswith("mdbk_")
     assert "shown this once" in err
@@ -294,6 +301,7 @@ def test_key_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ("name", "scopes", "message"),
     [
         ("etl", "db:read:analytcs", "no installed role named 'analytcs'"),
+        ("etl", "ingest:write:logs", "no installed role named 'logs'"),
         ("etl", "db:everything", "unknown scope(s) db:everything"),
         ("etl", "", "name at least one scope"),
         ("no spaces", "db:read", "a key's name is letters"),

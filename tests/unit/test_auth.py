@@ -96,3 +96,20 @@ def test_a_token_signed_with_neither_secret_is_refused() -> None:
     expired = mint_token(INTERNAL, "x", ["db:read"], lifetime_s=-10)
     with pytest.raises(NotAuthorizedException, match="token expired"):
         Authenticator(SECRET, [], INTERNAL).authenticate(f"Bearer {expired}", None)
+
+
+def test_ingest_write_is_a_scope_for_every_database_or_one() -> None:
+    token = mint_token(SECRET, "app", ["ingest:write:logging", "db:read"])
+    principal = Authenticator(SECRET, []).authenticate(f"Bearer {token}", None)
+    assert principal.scopes == frozenset({"ingest:write:logging", "db:read"})
+    assert principal.allows("ingest:write", "logging")
+    assert not principal.allows("ingest:write", "analytics")
+    assert not principal.allows("ingest:write", None)
+    # db:read does not imply ingest:write, nor the other way round.
+    reader = Authenticator(SECRET, []).authenticate(
+        f"Bearer {mint_token(SECRET, 'r', ['db:read'])}", None
+    )
+    assert not reader.allows("ingest:write", "logging")
+    assert "ingest:write" in ALL_SCOPES
+    with pytest.raises(ValueError, match="unknown scope"):
+        mint_token(SECRET, "x", ["ingest:read"])

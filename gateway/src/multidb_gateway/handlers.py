@@ -16,7 +16,14 @@ from multidb.errors import NotFoundError
 from multidb.metrics import metrics_endpoint
 from multidb.openapi import RawExecuteBody, protected, with_options
 from multidb.wire import BackupInfo, ExecuteResult, HealthReport, ModelsReport, StatsReport
-from multidb_gateway import audit_recent, backups_route, dashboard, history_route, queries_route
+from multidb_gateway import (
+    audit_recent,
+    backups_route,
+    dashboard,
+    history_route,
+    ingest_route,
+    queries_route,
+)
 from multidb_gateway.execute_proxy import forward_execute
 from multidb_gateway.fleet import RoleAnswer
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
@@ -279,6 +286,7 @@ ROUTES: list[ControllerRouterHandler] = with_options(
         *history_route.ROUTES,
         *queries_route.ROUTES,
         *backups_route.ROUTES,
+        *ingest_route.ROUTES,
         metrics_endpoint,
         *audit_recent.ROUTES,
         *dashboard.ROUTES,

@@ -34,7 +34,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from multidb.scopes import unknown_scopes
+from multidb.scopes import ACTIONS, unknown_scopes
 
 log = logging.getLogger("multidb.auth")
 
@@ -79,7 +79,8 @@ def _entry(path: Path, number: int, raw: dict[str, Any]) -> NamedKey:
     if unknown:
         msg = (
             f"{path}: {label}: unknown scope(s) {', '.join(map(repr, unknown))} "
-            "(scopes are db:<action> or db:<action>:<role>, action read|execute|write|admin)"
+            "(scopes are <action> or <action>:<role>, action one of "
+            f"{', '.join(sorted(ACTIONS))})"
         )
         raise KeysFileError(msg)
     return msgspec.structs.replace(key, sha256=key.sha256.lower())

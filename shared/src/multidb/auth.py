@@ -3,7 +3,8 @@
 Every handler declares the scope it needs in its ``opt`` (:func:`needs`). Scopes:
 ``db:read`` (health, stats, models, configured), ``db:execute`` (run a query),
 ``db:write`` (run it outside a read-only transaction), ``db:admin`` (connection details),
-each for every database or, as ``db:<action>:<role>``, for one (:mod:`multidb.scopes`).
+``ingest:write`` (send log records and events), each for every database or, as
+``<action>:<role>`` (``db:read:analytics``), for one (:mod:`multidb.scopes`).
 An API key from ``API_KEYS`` holds every scope; a key of ``MULTI_DB_API_KEYS_FILE`` holds
 its entry's scopes (:mod:`multidb.api_keys`). Keys may be stored as ``sha256:<hex>``;
 they are always compared in constant time. Tokens are chosen a secret by their ``kid``
@@ -46,6 +47,7 @@ READ = _scopes_module.READ
 EXECUTE = _scopes_module.EXECUTE
 WRITE = _scopes_module.WRITE
 ADMIN = _scopes_module.ADMIN
+INGEST = _scopes_module.INGEST
 # What a key of API_KEYS holds: every action on every database.
 ALL_SCOPES = _scopes_module.ACTIONS
 JWT_ALGORITHM = "HS256"
@@ -58,6 +60,8 @@ ANY_DATABASE = "any"
 EVERY_DATABASE = "every"
 PATH_PREFIX = "path:"
 QUERY_PREFIX = "query:"
+# A route of one role's data whose path names no database (``/database/logging/logs``).
+ROLE_PREFIX = "role:"
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -307,6 +311,8 @@ def _database_of(connection: ASGIConnection[Any, Any, Any, Any], where: str | No
         return role
     if where == EVERY_DATABASE:
         return None
+    if where.startswith(ROLE_PREFIX):
+        return where.removeprefix(ROLE_PREFIX)
     if where.startswith(PATH_PREFIX):
         value = connection.path_params.get(where.removeprefix(PATH_PREFIX))
     else:
@@ -340,7 +346,8 @@ def needs(scope: str, database: str | None = None) -> dict[str, str]:
     """Route ``opt`` declaring the scope a handler needs: ``@get(..., opt=needs(READ))``.
 
     ``database`` says which database the scope is for: ``"path:name"`` or
-    ``"query:database"`` (that parameter names the role), :data:`ANY_DATABASE` (the
+    ``"query:database"`` (that parameter names the role), ``"role:logging"`` (that role,
+    for a route of one role's data on the gateway), :data:`ANY_DATABASE` (the
     handler shows only the databases the caller may see, and refuses a caller with none),
     :data:`EVERY_DATABASE` (the data spans every database: the bare scope, on a role service
     too), or None: the app's own role on a role service, every database on the gateway.

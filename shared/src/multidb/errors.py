@@ -63,6 +63,20 @@ class ConflictError(MultiDBError):
     title = "Conflict"
 
 
+class PayloadTooLargeError(MultiDBError):
+    """The request body, or the batch it holds, is larger than a limit allows."""
+
+    status_code = 413
+    title = "Payload too large"
+
+
+class UnsupportedMediaTypeError(MultiDBError):
+    """The request body is in a format the route does not read (its Content-Type)."""
+
+    status_code = 415
+    title = "Unsupported media type"
+
+
 class TooManyRequestsError(MultiDBError):
     """The caller already runs as many statements as it may; it should retry later."""
 

@@ -188,7 +188,7 @@ def register(commands: Any) -> None:
     create.add_argument(
         "--scopes",
         required=True,
-        help="comma-separated: db:<action> (every database) or db:<action>:<role>, "
+        help="comma-separated: <action> (every database) or <action>:<role>, "
         f"action one of {', '.join(sorted(ACTIONS))}",
     )
     create.add_argument("--file", **where)

@@ -42,7 +42,9 @@ WHY = {
     403: "a scope the credentials do not hold (on this database), or a plugin's refusal",
     404: "no such database role is configured (or no such backup)",
     409: "another backup operation of this role is running, or the backup is not complete",
-    413: "the request body is larger than MULTI_DB_REQUEST_MAX_BYTES",
+    413: "the request body is larger than MULTI_DB_REQUEST_MAX_BYTES (for ingestion: "
+    "MULTI_DB_INGEST_MAX_BYTES), or a batch holds more than MULTI_DB_INGEST_MAX_RECORDS",
+    415: "the Content-Type is neither application/json nor application/x-ndjson",
     429: "this caller already runs as many statements as it may (see Retry-After)",
     502: "a role service answered something unusable",
     503: "the database is unavailable, or every connection stayed busy (see Retry-After)",
@@ -104,7 +106,8 @@ def config(title: str) -> OpenAPIConfig:
                     description=(
                         "a token from `multidb token` (HS256; `sub`, `scopes`, `exp`; "
                         "`kid` in the header names its secret in JWT_SECRETS). A scope is "
-                        "`db:<action>` (every database) or `db:<action>:<role>` (one)"
+                        "`<action>` (every database) or `<action>:<role>` (one); actions "
+                        "`db:read`, `db:execute`, `db:write`, `db:admin`, `ingest:write`"
                     ),
                 ),
                 API_KEY: SecurityScheme(

@@ -1,9 +1,11 @@
 """What a scope is: an action on every database, or on one database.
 
 A scope is ``<action>`` (``db:read``: every database) or ``<action>:<role>``
-(``db:read:analytics``: that database only). The actions are :data:`ACTIONS`; a later
-action (``ingest:write``) is one more entry there, checked the same way. An action grants
-nothing beyond itself: ``db:write`` does not imply ``db:execute``.
+(``db:read:analytics``: that database only). The actions are :data:`ACTIONS`:
+``db:read``, ``db:execute``, ``db:write``, ``db:admin`` and ``ingest:write`` (send log
+records and events to a role's ingestion API), all checked the same way. An action grants
+nothing beyond itself: ``db:write`` does not imply ``db:execute``, nor ``ingest:write``
+``db:read``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ READ = "db:read"
 EXECUTE = "db:execute"
 WRITE = "db:write"
 ADMIN = "db:admin"
-ACTIONS = frozenset({READ, EXECUTE, WRITE, ADMIN})
+INGEST = "ingest:write"
+ACTIONS = frozenset({READ, EXECUTE, WRITE, ADMIN, INGEST})
 # A role's name as a scope may spell it (the installed roles are checked by the CLI).
 ROLE_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
 

@@ -157,6 +157,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     execute_idle_in_transaction_ms: Positive = 10_000
     execute_connection_limit: Positive = 20
     request_max_bytes: Positive = 4 * 1024 * 1024
+    # The ingestion APIs' limits; see multidb.ingest.
+    ingest_max_records: Positive = 10_000
+    ingest_max_bytes: Positive = 8 * 1024 * 1024
+    ingest_max_field_bytes: Positive = 64 * 1024
     health_timeout_ms: Positive = 2000
     stats_retention_days: Positive = 30
     log_retention_days: Positive = LOG_RETENTION_DAYS
@@ -190,6 +194,9 @@ GLOBAL_VARIABLES = (
     ("MULTI_DB_EXECUTE_IDLE_IN_TRANSACTION_MS", "execute_idle_in_transaction_ms"),
     ("MULTI_DB_EXECUTE_CONNECTION_LIMIT", "execute_connection_limit"),
     ("MULTI_DB_REQUEST_MAX_BYTES", "request_max_bytes"),
+    ("MULTI_DB_INGEST_MAX_RECORDS", "ingest_max_records"),
+    ("MULTI_DB_INGEST_MAX_BYTES", "ingest_max_bytes"),
+    ("MULTI_DB_INGEST_MAX_FIELD_BYTES", "ingest_max_field_bytes"),
     ("MULTI_DB_HEALTH_TIMEOUT_MS", "health_timeout_ms"),
     ("MULTI_DB_STATS_RETENTION_DAYS", "stats_retention_days"),
     ("MULTI_DB_LOG_RETENTION_DAYS", "log_retention_days"),

@@ -9,7 +9,7 @@ from litestar.types import ControllerRouterHandler
 
 from multidb import RoleSpec, hookimpl
 from multidb.jobs import BackgroundJob
-from multidb_analytics import models, retention, rollup_route, stats_routes
+from multidb_analytics import ingest_route, models, retention, rollup_route, stats_routes
 
 
 @hookimpl
@@ -29,8 +29,10 @@ def multidb_role_spec() -> RoleSpec:
 @hookimpl
 def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | None:
     """``POST /stats/samples`` (``db:admin``), ``GET /stats/history`` and
-    ``GET /events/rollup`` (``db:read``)."""
-    return [*stats_routes.ROUTES, *rollup_route.ROUTES] if role == "analytics" else None
+    ``GET /events/rollup`` (``db:read``), ``POST /events`` (``ingest:write``)."""
+    if role != "analytics":
+        return None
+    return [*stats_routes.ROUTES, *rollup_route.ROUTES, *ingest_route.ROUTES]
 
 
 @hookimpl

@@ -10,7 +10,15 @@ from litestar.types import ControllerRouterHandler
 
 from multidb import RoleSpec, hookimpl
 from multidb.jobs import BackgroundJob
-from multidb_logging import audit_route, drills_route, logs_route, models, retention, verify
+from multidb_logging import (
+    audit_route,
+    drills_route,
+    ingest_route,
+    logs_route,
+    models,
+    retention,
+    verify,
+)
 
 
 @hookimpl
@@ -29,11 +37,12 @@ def multidb_role_spec() -> RoleSpec:
 
 @hookimpl
 def multidb_service_routes(role: str) -> Sequence[ControllerRouterHandler] | None:
-    """``/audit/access`` and ``/backups/drills`` (scope ``db:admin``) and ``GET /logs``
-    (scope ``db:read``) on the logging service only."""
+    """``/audit/access`` and ``/backups/drills`` (scope ``db:admin``), ``GET /logs``
+    (scope ``db:read``) and ``POST /logs`` (scope ``ingest:write``) on the logging service
+    only."""
     if role != "logging":
         return None
-    return [*audit_route.ROUTES, *drills_route.ROUTES, *logs_route.ROUTES]
+    return [*audit_route.ROUTES, *drills_route.ROUTES, *logs_route.ROUTES, *ingest_route.ROUTES]
 
 
 @hookimpl

@@ -93,6 +93,7 @@ class RoleRuntime:
         self.admin = _pool(database, ADMIN_POOL_SIZE, reset=_keep_session)
         self.admin_watch = PoolWatch(self.admin)
         self._execute_pools: dict[bool, asyncpg.Pool] = {}
+        self._ingest: PoolWatch | None = None
         self.pool_watches: dict[str, PoolWatch] = {"admin": self.admin_watch}
         self._provision_lock = asyncio.Lock()
         self._health_detail = self._detail_hook("multidb_health_detail")
@@ -129,6 +130,8 @@ class RoleRuntime:
         await self.jobs.stop()
         await self.sampler.stop()
         pools = [self.admin, *self._execute_pools.values()]
+        if self._ingest is not None:
+            pools.append(self._ingest.pool)
         await asyncio.gather(*(pool.close() for pool in pools), return_exceptions=True)
 
     async def execute_pool(self, *, read_only: bool) -> asyncpg.Pool:
@@ -160,6 +163,20 @@ class RoleRuntime:
                     self._execute_pools[flag] = pool
                     self.pool_watches["reader" if flag else "writer"] = PoolWatch(pool)
         return self._execute_pools[read_only]
+
+    async def ingest_pool(self) -> PoolWatch:
+        """The pool ingestion batches are written with (:mod:`multidb.ingest`), made on
+        first use: the service's own login, up to the role's pool size plus overflow, apart
+        from the admin pool so that a burst of batches never delays a health check."""
+        if self._ingest is None:
+            size = self.database.pool_size + self.database.max_overflow
+            pool: asyncpg.Pool = await _pool(self.database, size)
+            if self._ingest is None:
+                self._ingest = PoolWatch(pool)
+                self.pool_watches["ingest"] = self._ingest
+            else:
+                await pool.close()
+        return self._ingest
 
     async def _login_pool(self, login: ExecuteLogin, *, writer: bool) -> asyncpg.Pool:
         size = max(2, self.database.pool_size // 2) if writer else self.database.pool_size
