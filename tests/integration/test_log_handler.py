@@ -175,3 +175,47 @@ def test_a_full_queue_drops_and_counts_never_blocks(tmp_path: Path) -> None:
     assert counts["took_s"] < 2.0  # 5000 calls, none waiting on the network
     # Logged once, not once per record.
     assert done.stderr.count("dropping log records") == 1, done.stderr
+
+
+def test_odd_records_are_cut_or_counted_never_fatal(
+    fleet: ProcessFleet, database_env: dict[str, str]
+) -> None:
+    """A cyclic extra, an exception whose str() raises and a 200 kB message: the sender
+    thread lives on, what can be sent is sent (cut to the field limit), the rest counted."""
+    marker = uuid.uuid4().hex[:12]
+    script = textwrap.dedent(
+        """
+        import json, logging, sys
+        from multidb.log_handler import LogShipper
+        url, key, marker = sys.argv[1], sys.argv[2], sys.argv[3]
+        handler = LogShipper(url, api_key=key, flush_interval_s=0.1)
+        log = logging.getLogger("app.odd"); log.propagate = False; log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        cyclic = {}; cyclic["self"] = cyclic
+        log.info("order %s cyclic", marker, extra={"cyclic": cyclic})
+        log.info("order %s long " + "x" * 200_000, marker)
+        class Odd(Exception):
+            def __str__(self):
+                raise RuntimeError("no str")
+        try:
+            raise Odd()
+        except Odd:
+            log.exception("order %s odd", marker)
+        log.info("order %s last", marker)
+        handler.close()
+        print(json.dumps({"sent": handler.sent, "dropped": handler.dropped}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, f"{fleet.gateway}/database/logging/logs", API_KEY, marker],
+        env=fleet.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    found = asyncio.run(_rows(database_env, marker))
+    # The exception whose str() raises cannot be encoded: counted; the others are stored.
+    assert counts == {"sent": 3, "dropped": 1}, (counts, done.stderr)
+    assert found["logs"]["total"] == 3

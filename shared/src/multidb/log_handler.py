@@ -24,6 +24,7 @@ import atexit
 import contextlib
 import logging
 import queue
+import reprlib
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -46,6 +48,10 @@ LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 # A 4xx other than these means the batch itself is refused: sending it again cannot help.
 RETRIED_STATUSES = frozenset({408, 425, 429})
 SELF = "multidb.log_handler"
+# A batch the service answered 500 for is tried this many times, then counted as dropped.
+FAILED_ATTEMPTS = 3
+# How deep an ``extra`` value is copied; deeper (or cyclic) parts become their repr.
+EXTRA_DEPTH = 8
 
 
 class _Error(msgspec.Struct, omit_defaults=True):
@@ -65,14 +71,25 @@ class _Wire(msgspec.Struct, omit_defaults=True):
     error: _Error | None = None
 
 
-def _json_safe(value: Any) -> Any:
+def _json_safe(value: Any, depth: int = 0) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    return repr(value)
+    if depth < EXTRA_DEPTH and isinstance(value, dict):
+        return {str(key): _json_safe(item, depth + 1) for key, item in value.items()}
+    if depth < EXTRA_DEPTH and isinstance(value, list | tuple):
+        return [_json_safe(item, depth + 1) for item in value]
+    return reprlib.repr(value)
+
+
+def _cut(text: str, max_bytes: int, *, keep_end: bool = False) -> str:
+    """``text`` within ``max_bytes`` of UTF-8 (a traceback keeps its end: the error)."""
+    if len(text) * 4 <= max_bytes or len(text.encode()) <= max_bytes:
+        return text
+    marker = "[...cut...]"
+    room = max_bytes - len(marker.encode())
+    if keep_end:
+        return marker + text.encode()[-room:].decode(errors="ignore")
+    return text.encode()[:room].decode(errors="ignore") + marker
 
 
 class LogShipper(logging.Handler):
@@ -91,6 +108,8 @@ class LogShipper(logging.Handler):
         timeout_s: float = 5.0,
         max_backoff_s: float = 30.0,
         shutdown_timeout_s: float = 5.0,
+        max_field_bytes: int = 65_536,
+        max_batch_bytes: int = 4 * 1024 * 1024,
         level: int = logging.NOTSET,
     ) -> None:
         super().__init__(level)
@@ -108,6 +127,9 @@ class LogShipper(logging.Handler):
         self.timeout_s = timeout_s
         self.max_backoff_s = max_backoff_s
         self.shutdown_timeout_s = shutdown_timeout_s
+        # The service's MULTI_DB_INGEST_MAX_FIELD_BYTES and below its MAX_BYTES (defaults).
+        self.max_field_bytes = max_field_bytes
+        self.max_batch_bytes = max_batch_bytes
         self._queue: queue.Queue[tuple[logging.LogRecord, str]] = queue.Queue(capacity)
         self._counts = threading.Lock()  # taken only when records are lost, never per record
         self._dropped = 0
@@ -159,66 +181,104 @@ class LogShipper(logging.Handler):
 
     # ---- the sender thread -------------------------------------------------------------
 
-    def _wire(self, record: logging.LogRecord, message: str) -> _Wire:
+    def _wire(self, record: logging.LogRecord, message: str) -> bytes:
+        """One record as JSON, within the service's limits (long text is cut, not refused,
+        so one huge traceback never costs its batch)."""
         extra = {k: v for k, v in vars(record).items() if k not in _STANDARD}
         request_id = extra.pop("request_id", None)
         error = None
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             error = _Error(
-                type=type(exc).__name__,
-                message=str(exc),
-                stack_trace="".join(traceback.format_exception(exc)),
+                type=type(exc).__name__[:255],
+                message=_cut(str(exc), self.max_field_bytes),
+                stack_trace=_cut(
+                    "".join(traceback.format_exception(exc)), self.max_field_bytes, keep_end=True
+                ),
             )
         level = record.levelname if record.levelname in LEVELS else "INFO"
-        return _Wire(
-            event_id=uuid.uuid4().hex,
-            timestamp=datetime.fromtimestamp(record.created, UTC),
-            level=level,
-            logger=record.name[:255],
-            message=message,
-            request_id=str(request_id)[:64] if request_id is not None else None,
-            context=_json_safe(extra) if extra else None,
-            error=error,
+        context = _json_safe(extra) if extra else None
+        if context is not None and len(msgspec.json.encode(context)) > self.max_field_bytes:
+            context = {"context": "dropped: larger than the field limit"}
+        return msgspec.json.encode(
+            _Wire(
+                event_id=uuid.uuid4().hex,
+                timestamp=datetime.fromtimestamp(record.created, UTC),
+                level=level,
+                logger=record.name[:255],
+                message=_cut(message, self.max_field_bytes),
+                request_id=str(request_id)[:64] if request_id is not None else None,
+                context=context,
+                error=error,
+            )
         )
 
-    def _take(self, pending: list[_Wire], wait_s: float) -> None:
+    def _take(self, pending: list[bytes], wait_s: float) -> None:
+        """Move queued records into ``pending``: at most ``batch_size`` of them and
+        ``max_batch_bytes`` of JSON."""
+        size = sum(len(item) + 1 for item in pending)
         with contextlib.suppress(queue.Empty):
-            record, message = self._queue.get(timeout=wait_s)
-            pending.append(self._wire(record, message))
-            while len(pending) < self.batch_size:
-                record, message = self._queue.get_nowait()
-                pending.append(self._wire(record, message))
+            item = self._queue.get(timeout=wait_s)
+            while True:
+                try:
+                    encoded = self._wire(*item)
+                except Exception:  # a record that cannot be sent is counted, never fatal
+                    self._drop(1, "a record could not be encoded")
+                else:
+                    pending.append(encoded)
+                    size += len(encoded) + 1
+                if len(pending) >= self.batch_size or size >= self.max_batch_bytes:
+                    return
+                item = self._queue.get_nowait()
 
     def _run(self) -> None:
-        pending: list[_Wire] = []
+        pending: list[bytes] = []
         backoff = 0.5
+        failures = 0
         while True:
-            if self._stop.is_set() and time.monotonic() > self._deadline:
-                self._drop(len(pending) + self._queue.qsize(), "unsent when the handler closed")
-                return
-            if not pending:
-                if self._stop.is_set() and self._queue.empty():
+            try:
+                if self._stop.is_set() and time.monotonic() > self._deadline:
+                    self._drop(len(pending) + self._discard(), "unsent when the handler closed")
                     return
-                self._take(pending, 0.05 if self._stop.is_set() else self.flush_interval_s)
                 if not pending:
-                    continue
-            outcome = self._send(pending)
-            if outcome == "sent":
-                self.sent += len(pending)
+                    if self._stop.is_set() and self._queue.empty():
+                        return
+                    self._take(pending, 0.05 if self._stop.is_set() else self.flush_interval_s)
+                    if not pending:
+                        continue
+                outcome = self._send(pending)
+                failures = failures + 1 if outcome == "failed" else 0
+                if outcome == "sent":
+                    self.sent += len(pending)
+                    pending = []
+                    backoff = 0.5
+                elif outcome == "refused" or failures >= FAILED_ATTEMPTS:
+                    why = f"the logging service refused a batch ({self.last_error})"
+                    self._drop(len(pending), why)
+                    pending, failures = [], 0
+                else:
+                    # Kept, same event ids: a retry stores each record once.
+                    time.sleep(min(backoff, max(0.0, self._deadline - time.monotonic())))
+                    backoff = min(backoff * 2, self.max_backoff_s)
+            except Exception as exc:  # the thread must live: what it held is counted
+                self._drop(len(pending), f"the sender failed ({type(exc).__name__})")
                 pending = []
-                backoff = 0.5
-            elif outcome == "refused":
-                self._drop(len(pending), f"the logging service refused a batch ({self.last_error})")
-                pending = []
-            else:
-                # Kept, same event ids: a retry stores each record once.
-                time.sleep(min(backoff, max(0.0, self._deadline - time.monotonic())))
-                backoff = min(backoff * 2, self.max_backoff_s)
 
-    def _send(self, batch: list[_Wire]) -> str:
+    def _discard(self) -> int:
+        """Empty the queue; how many records it held."""
+        count = 0
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+                count += 1
+        return count
+
+    def _send(self, batch: list[bytes]) -> str:
+        """``sent``; ``refused`` (the batch itself is wrong: never again); ``failed`` (the
+        service broke on it: a few more tries); ``retry`` (an outage: until it ends)."""
+        body = b"[" + b",".join(batch) + b"]"
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
-            self.url, data=msgspec.json.encode(batch), headers=self.headers, method="POST"
+            self.url, data=body, headers=self.headers, method="POST"
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:  # noqa: S310
@@ -229,7 +289,7 @@ class LogShipper(logging.Handler):
                 said = exc.read(300).decode(errors="replace")
                 self.last_error = f"the logging service answered {exc.code}: {said}"
                 return "refused"
-            return "retry"
+            return "failed" if exc.code == HTTPStatus.INTERNAL_SERVER_ERROR else "retry"
         except (OSError, urllib.error.URLError) as exc:
             self.last_error = f"cannot reach the logging service: {exc}"
             return "retry"
@@ -253,6 +313,9 @@ class LogShipper(logging.Handler):
             self._stop.set()
             # A request already in flight may take its own timeout to end.
             self._thread.join(self.shutdown_timeout_s + self.timeout_s + 1)
+            if not self._thread.is_alive():
+                # A record put just as the sender finished: not sent, so counted.
+                self._drop(self._discard(), "unsent when the handler closed")
             with contextlib.suppress(Exception):
                 atexit.unregister(self.close)
         super().close()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -220,14 +220,35 @@ async def keep_partitions(
     return created, dropped
 
 
-def upkeep_job(tables: Sequence[str], retention_days: Callable[[Settings], int]) -> BackgroundJob:
-    """The ``partitions`` background job of a role whose ``tables`` are partitioned by day,
-    kept ``retention_days(settings)`` days: hourly, the first run a second after start-up."""
+# What else a role drops with its old partitions (the analytics rollups of those days):
+# ``prune(connection, first day kept)``, the number of rows deleted.
+Prune = Callable[[asyncpg.Connection, date], Awaitable[int]]
 
-    async def run(runtime: RoleRuntime, conn: asyncpg.Connection) -> None:
+
+def upkeep_job(
+    tables: Sequence[str],
+    retention_days: Callable[[Settings], int],
+    prune: Prune | None = None,
+) -> BackgroundJob:
+    """The ``partitions`` background job of a role whose ``tables`` are partitioned by day,
+    kept ``retention_days(settings)`` days: hourly, the first run a second after start-up.
+
+    The job's own connection only holds the leader's lock; the DDL runs on a second one,
+    each table's creations and drops committed on their own, so a drop's exclusive lock
+    on one table is never held while waiting for the next table's.
+    """
+
+    async def run(runtime: RoleRuntime, _lock: asyncpg.Connection) -> None:
         days_kept = retention_days(runtime.settings)
-        await conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
-        created, dropped = await keep_partitions(conn, tables, days_kept, utc_today())
+        today = utc_today()
+        conn = await runtime.database.connect(timeout=10)
+        try:
+            await conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+            created, dropped = await keep_partitions(conn, tables, days_kept, today)
+            if prune is not None:
+                await prune(conn, partition_window(today, days_kept)[0])
+        finally:
+            await conn.close()
         level = logging.INFO if created or dropped else logging.DEBUG
         log.log(
             level,

@@ -5,12 +5,14 @@ once an hour and shortly after start-up, by one replica at a time (see :mod:`mul
   default) are deleted;
 - ``partitions``: the daily partitions of ``analytics_events`` and ``user_activities`` for
   the next days are created, those older than ``MULTI_DB_EVENTS_RETENTION_DAYS`` (90) are
-  dropped whole (see :mod:`multidb.partitions`).
+  dropped whole (see :mod:`multidb.partitions`), and the hourly rollups of those days
+  deleted with them.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, date, datetime, time
 from operator import attrgetter
 
 import asyncpg
@@ -49,6 +51,16 @@ STATS_RETENTION = BackgroundJob(
     timeout_s=PRUNE_TIMEOUT_S + 10,
 )
 
+
+async def prune_rollups(conn: asyncpg.Connection, first_kept: date) -> int:
+    """The hourly rollups of days whose events retention dropped: the counts go with them."""
+    status = await conn.execute(
+        "DELETE FROM analytics_event_rollups WHERE bucket < $1",
+        datetime.combine(first_kept, time.min, tzinfo=UTC),
+    )
+    return affected_rows(status)
+
+
 PARTITIONS = upkeep_job(
-    ("analytics_events", "user_activities"), attrgetter("events_retention_days")
+    ("analytics_events", "user_activities"), attrgetter("events_retention_days"), prune_rollups
 )

@@ -11,6 +11,7 @@ record refuses the whole batch.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -99,9 +100,10 @@ def _malformed(exc: Exception, where: str) -> BadRequestError:
     return BadRequestError(f"{where} is not valid JSON: {exc}")
 
 
-def _too_many(count: int, limits: IngestLimits) -> PayloadTooLargeError:
+def _too_many(count: int, limits: IngestLimits, *, more: bool = False) -> PayloadTooLargeError:
+    held = f"at least {count}" if more else str(count)
     msg = (
-        f"the batch holds {count} records, more than {limits.max_records} "
+        f"the batch holds {held} records, more than {limits.max_records} "
         "(MULTI_DB_INGEST_MAX_RECORDS): send it in smaller batches"
     )
     return PayloadTooLargeError(msg)
@@ -126,10 +128,26 @@ def _decode_array(
     return records
 
 
+def _lines(body: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(line number, line)`` of each line that is not blank, one at a time: a body of
+    millions of short lines never becomes a list of millions."""
+    start, number = 0, 0
+    while start < len(body):
+        end = body.find(b"\n", start)
+        end = len(body) if end == -1 else end
+        number += 1
+        line = body[start:end]
+        start = end + 1
+        if line.strip():
+            yield number, line
+
+
 def _decode_lines(body: bytes, decoder: msgspec.json.Decoder[T], limits: IngestLimits) -> list[T]:
-    lines = [(number, line) for number, line in enumerate(body.split(b"\n"), 1) if line.strip()]
-    if len(lines) > limits.max_records:
-        raise _too_many(len(lines), limits)
+    lines = []
+    for found in _lines(body):
+        lines.append(found)
+        if len(lines) > limits.max_records:
+            raise _too_many(len(lines), limits, more=True)
     records: list[T] = []
     for index, (number, line) in enumerate(lines):
         try:

@@ -118,6 +118,27 @@ class IngestReceipt(msgspec.Struct, kw_only=True):
     inserted: int
 
 
+# How deep a JSON object field may nest: what a log's context or an event's properties
+# need, and far from what the code reading it back (and PostgreSQL) can take.
+MAX_DEPTH = 64
+
+
+def _depth(raw: bytes) -> int:
+    """How deep ``raw`` (JSON, already checked to decode) nests, counted without recursion."""
+    try:
+        decoded = msgspec.json.decode(raw)
+    except RecursionError:
+        return MAX_DEPTH + 1
+    deepest, stack = 0, [(decoded, 1)]
+    while stack:
+        value, level = stack.pop()
+        deepest = max(deepest, level)
+        children = value.values() if isinstance(value, dict) else value
+        if isinstance(value, dict | list):
+            stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
 def _replace_nul(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd")
@@ -163,6 +184,10 @@ class RecordChecks:
             raise BadRequestError(msg, index=index, field=field)
         if raw[:1] != b"{":
             msg = f"record {index}, field '{field}': must be a JSON object"
+            raise BadRequestError(msg, index=index, field=field)
+        # Fewer brackets than the limit cannot nest deeper than it: only then decode.
+        if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and _depth(raw) > MAX_DEPTH:
+            msg = f"record {index}, field '{field}': nested deeper than {MAX_DEPTH} levels"
             raise BadRequestError(msg, index=index, field=field)
         if _NUL_ESCAPE in raw:
             # jsonb refuses \u0000: store U+FFFD instead, as for text.
