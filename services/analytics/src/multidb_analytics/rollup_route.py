@@ -47,7 +47,7 @@ async def event_rollup(
     refuse_repeated(request.query_params, rollup.PARAMETERS)
     query = rollup.parse_query(name, since, until, step, now=datetime.now(UTC))
     runtime: RoleRuntime = state.runtime
-    return await rollup.read_rollup(runtime.admin, query)
+    return await rollup.read_rollup(await runtime.query_pool(), query)
 
 
 ROUTES = [event_rollup]

@@ -1,7 +1,8 @@
 """``GET /logs``: the application logs, newest first, a page at a time (scope ``db:read``).
 
 The handler parses and checks the parameters (:mod:`multidb_logging.log_search`), runs one
-bounded query on the role's admin pool and returns the page.
+bounded query on the service's query pool (apart from the admin pool that health checks
+use) and returns the page.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ async def search_logs(
         now=datetime.now(UTC),
     )
     runtime: RoleRuntime = state.runtime
-    return await log_search.search_logs(runtime.admin, query)
+    return await log_search.search_logs(await runtime.query_pool(), query)
 
 
 ROUTES = [search_logs]

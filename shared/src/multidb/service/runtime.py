@@ -34,6 +34,8 @@ UNREACHABLE: tuple[type[Exception], ...] = (TimeoutError, *CONNECTION_ERRORS)
 # Probes, the background catalog sample and plugin detail hooks share it: room for a
 # sample while two probes run, so a sample never makes a health check wait.
 ADMIN_POOL_SIZE = 3
+# Concurrent read queries of a role's own routes (log search, rollups) per service.
+QUERY_POOL_SIZE = 4
 # A background sample may take longer than a health check: it counts the tables.
 SAMPLE_TIMEOUT_MS = 10_000
 
@@ -94,6 +96,7 @@ class RoleRuntime:
         self.admin_watch = PoolWatch(self.admin)
         self._execute_pools: dict[bool, asyncpg.Pool] = {}
         self._ingest: PoolWatch | None = None
+        self._queries: PoolWatch | None = None
         self.pool_watches: dict[str, PoolWatch] = {"admin": self.admin_watch}
         self._provision_lock = asyncio.Lock()
         self._health_detail = self._detail_hook("multidb_health_detail")
@@ -132,6 +135,8 @@ class RoleRuntime:
         pools = [self.admin, *self._execute_pools.values()]
         if self._ingest is not None:
             pools.append(self._ingest.pool)
+        if self._queries is not None:
+            pools.append(self._queries.pool)
         await asyncio.gather(*(pool.close() for pool in pools), return_exceptions=True)
 
     async def execute_pool(self, *, read_only: bool) -> asyncpg.Pool:
@@ -177,6 +182,20 @@ class RoleRuntime:
             else:
                 await pool.close()
         return self._ingest
+
+    async def query_pool(self) -> asyncpg.Pool:
+        """The pool the roles' read routes (log search, rollups) query with, made on first
+        use: a few connections of the service's own login, apart from the admin pool, so
+        that slow searches (up to their statement timeout) never hold up a health check or
+        an audit write; a caller waiting longer than the pool's timeout is told so."""
+        if self._queries is None:
+            pool: asyncpg.Pool = await _pool(self.database, QUERY_POOL_SIZE, reset=_keep_session)
+            if self._queries is None:
+                self._queries = PoolWatch(pool)
+                self.pool_watches["queries"] = self._queries
+            else:
+                await pool.close()
+        return self._queries.pool
 
     async def _login_pool(self, login: ExecuteLogin, *, writer: bool) -> asyncpg.Pool:
         size = max(2, self.database.pool_size // 2) if writer else self.database.pool_size
