@@ -1,8 +1,9 @@
 """Writing a batch: one transaction, ``COPY`` into TEMP staging tables, then ``INSERT``.
 
 ``COPY`` (asyncpg's ``copy_records_to_table``, binary) is the fastest way in, but it
-cannot skip rows already stored. So a batch is copied into TEMP tables that live until the
-commit (``ON COMMIT DROP``), and the role's statements move it into its tables with
+cannot skip rows already stored. So a batch is copied into TEMP tables (one per
+connection, emptied at each commit: ``ON COMMIT DELETE ROWS``), and the role's statements
+move it into its tables with
 ``INSERT ... SELECT ... FROM <staging> ON CONFLICT (event_id, <ts>) DO NOTHING``: a batch
 sent again stores nothing twice, and a batch is stored whole or not at all.
 
@@ -56,7 +57,9 @@ class Staging(msgspec.Struct, frozen=True):
     @property
     def create(self) -> str:
         listed = ", ".join(f"{column} {kind}" for column, kind in self.columns)
-        return f"CREATE TEMP TABLE {self.name} ({listed}) ON COMMIT DROP"
+        # Made once per connection and emptied at each commit: creating and dropping a
+        # table per batch costs catalog writes (measured ~8% of a batch).
+        return f"CREATE TEMP TABLE IF NOT EXISTS {self.name} ({listed}) ON COMMIT DELETE ROWS"
 
 
 class Staged(msgspec.Struct, frozen=True):
