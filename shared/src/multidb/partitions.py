@@ -190,6 +190,21 @@ async def drop_partitions_before(conn: asyncpg.Connection, table: str, day: date
     return dropped
 
 
+def ensure_covering(
+    tables: Sequence[str], stamps: Sequence[datetime]
+) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+    """``ensure(connection)``: create ``tables``' missing partitions of the UTC days from
+    the earliest of ``stamps`` to the latest (what a batch of rows needs to be stored)."""
+    first = min(stamps).astimezone(UTC).date()
+    last = max(stamps).astimezone(UTC).date()
+
+    async def ensure(conn: asyncpg.Connection) -> None:
+        for table in tables:
+            await ensure_daily_partitions(conn, table, first, last)
+
+    return ensure
+
+
 def retention_days_from_environment(variable: str, default: int) -> int:
     """``variable``'s value (environment over ``.env``), or ``default`` when unset: for the
     migrations, which create the first partitions before any service reads its settings."""

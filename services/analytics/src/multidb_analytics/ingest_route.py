@@ -39,7 +39,7 @@ from multidb.ingest.body import BatchDecoder
 from multidb.ingest.docs import batch_operation
 from multidb.ingest.records import AnalyticsRecord, storable, storable_or_none
 from multidb.openapi import protected
-from multidb.partitions import ensure_daily_partitions
+from multidb.partitions import ensure_covering
 from multidb.service.runtime import RoleRuntime
 
 DECODER: BatchDecoder[AnalyticsRecord] = BatchDecoder(AnalyticsRecord)
@@ -164,8 +164,6 @@ class Split:
 
     def ensure(self) -> Callable[[asyncpg.Connection], Awaitable[None]]:
         """Creates the partitions of the days the batch falls on (when one is missing)."""
-        first = min(self.stamps).astimezone(dt.UTC).date()
-        last = max(self.stamps).astimezone(dt.UTC).date()
         tables = [
             table
             for table, rows in (
@@ -174,12 +172,7 @@ class Split:
             )
             if rows
         ]
-
-        async def ensure(conn: asyncpg.Connection) -> None:
-            for table in tables:
-                await ensure_daily_partitions(conn, table, first, last)
-
-        return ensure
+        return ensure_covering(tables, self.stamps)
 
 
 @post(

@@ -11,6 +11,7 @@ answers ``inserted: 0``.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -35,7 +36,7 @@ from multidb.ingest.body import BatchDecoder
 from multidb.ingest.docs import batch_operation
 from multidb.ingest.records import storable_or_none
 from multidb.openapi import protected
-from multidb.partitions import ensure_daily_partitions
+from multidb.partitions import ensure_covering
 from multidb.service.runtime import RoleRuntime
 
 TABLES = ("application_logs", "error_logs")
@@ -109,16 +110,9 @@ def log_rows(records: list[LogRecord], checks: RecordChecks) -> list[Row]:
     return rows
 
 
-def _ensure_for(rows: list[Row]) -> Any:
+def _ensure_for(rows: list[Row]) -> Callable[[asyncpg.Connection], Awaitable[None]]:
     """Creates the partitions of the days ``rows`` fall on (when one is missing)."""
-    stamps = [row[1] for row in rows]
-    first, last = (min(stamps).astimezone(dt.UTC).date(), max(stamps).astimezone(dt.UTC).date())
-
-    async def ensure(conn: asyncpg.Connection) -> None:
-        for table in TABLES:
-            await ensure_daily_partitions(conn, table, first, last)
-
-    return ensure
+    return ensure_covering(TABLES, [row[1] for row in rows])
 
 
 async def _insert(conn: asyncpg.Connection) -> int:
