@@ -310,6 +310,9 @@ class BackupManager:
             and status.last_run_at is not None
             and (status.last_ok_at is None or status.last_run_at > status.last_ok_at)
             and (state.last_failure_at is None or status.last_run_at > state.last_failure_at)
+            # A tick's good backup is on disk before the tick ends and the runner marks it
+            # ok: a failure older than that backup is over.
+            and (good is None or good.finished_at is None or status.last_run_at > good.finished_at)
         ):
             said = self._tick_failures.get(status.failures, status.last_error)
             state.last_failure, state.last_failure_at = said, status.last_run_at
