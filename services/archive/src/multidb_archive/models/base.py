@@ -27,3 +27,10 @@ class ArchivedRowMixin:
     archived_by: Mapped[str | None] = mapped_column(String(255), sort_order=101)
     reason: Mapped[str | None] = mapped_column(Text, sort_order=102)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, sort_order=103)
+    # What moved with the row (multidb_archive.mover): rows of the tables whose foreign key
+    # cascades from it, ``{"table": [row, ...]}``, and the rows that pointed at it with a
+    # key PostgreSQL set to NULL, ``{"table.column": [id, ...]}``; both are put back on
+    # unarchive. ``checksum`` is the md5 the mover verified the copy against.
+    dependents: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}", sort_order=104)
+    links: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}", sort_order=105)
+    checksum: Mapped[str | None] = mapped_column(String(32), sort_order=106)
