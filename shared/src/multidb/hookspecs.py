@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import Awaitable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from multidb.auth import Principal
     from multidb.jobs import BackgroundJob
     from multidb.roles import RoleSpec
+    from multidb.service.runtime import RoleRuntime
+    from multidb.settings import Settings
     from multidb.wire import ExecuteVote
 
 hookspec = pluggy.HookspecMarker("multidb")
@@ -42,19 +45,50 @@ def multidb_role_spec() -> RoleSpec | None:
 
 
 @hookspec
-def multidb_health_detail(role: str, connection: asyncpg.Connection) -> Detail:
+def multidb_plugin_settings(env: Mapping[str, str]) -> Mapping[str, Any] | None:
+    """Parse a plugin's own settings (variables the core does not know).
+
+    Called by :func:`multidb.settings.load_settings` each time settings are read, so a
+    service, the gateway and the command line all read them once, from the same
+    environment as the rest. Return ``{name: settings}`` (frozen Structs, say), kept in
+    ``Settings.plugins[name]``, or ``None``. Raise :class:`multidb.errors.SettingsError`
+    with one line naming the variable for a bad value: it stops start-up as any bad setting
+    does.
+    """
+
+
+@hookspec
+def multidb_service_resources(
+    role: str, runtime: RoleRuntime
+) -> AbstractAsyncContextManager[Any] | None:
+    """Open what a role's routes, jobs and detail hooks share while its service runs.
+
+    Called once when the role's service starts, before its background jobs start. Return
+    an async context manager (or ``None``): it is entered then, and exited when the
+    service stops, after its jobs stopped. Keep what it opens on ``runtime.extensions``
+    (a dict, keyed by a name of the plugin's own), where handlers (``state.runtime``),
+    jobs and detail hooks (``runtime``) find it.
+    """
+
+
+@hookspec
+def multidb_health_detail(
+    role: str, connection: asyncpg.Connection, runtime: RoleRuntime
+) -> Detail:
     """Add fields to a role's health answer.
 
     Called by the role's service on every ``GET /health`` once the database answered.
     ``connection`` is an open asyncpg connection to the role's database (do not keep it,
-    and leave no session state on it: the pool skips its reset for speed).
+    and leave no session state on it: the pool skips its reset for speed); ``runtime``
+    is the role's :class:`~multidb.service.runtime.RoleRuntime`. The whole check, detail
+    included, runs within ``MULTI_DB_HEALTH_TIMEOUT_MS``.
     Return a mapping (or an awaitable of one) whose keys are merged into the answer under
     ``detail``, or ``None``.
     """
 
 
 @hookspec
-def multidb_stats_detail(role: str, connection: asyncpg.Connection) -> Detail:
+def multidb_stats_detail(role: str, connection: asyncpg.Connection, runtime: RoleRuntime) -> Detail:
     """Add fields to a role's stats answer.
 
     Called by the role's service on every ``GET /stats``; same contract as
@@ -92,16 +126,17 @@ def multidb_execute_vote(
 
 
 @hookspec
-def multidb_background_jobs(role: str) -> Sequence[BackgroundJob] | None:
+def multidb_background_jobs(role: str, settings: Settings) -> Sequence[BackgroundJob] | None:
     """Declare background jobs of a role's service (retention, backups, partition upkeep).
 
-    Called once when the role's service starts. Return :class:`~multidb.jobs.BackgroundJob`
-    entries (or ``None``): each ``run(runtime, connection)`` is awaited every
-    ``interval_s`` seconds for as long as the service runs, by one replica of the role at a
-    time (a PostgreSQL advisory lock, held by the transaction ``connection`` is in). A job
-    that raises or overruns its ``timeout_s`` is rolled back, logged and counted in the
-    service's ``/readyz`` (``jobs``), and runs again at its next interval: it never takes
-    the service down. ``runtime`` is the role's
+    Called once when the role's service starts, with the ``settings`` it runs with.
+    Return :class:`~multidb.jobs.BackgroundJob` entries (or ``None``): each
+    ``run(runtime, connection)`` is awaited every ``interval_s`` seconds for as long as
+    the service runs, by one replica of the role at a time (a PostgreSQL advisory lock,
+    held by the transaction ``connection`` is in, named after the role and the job: a job
+    must not take that same lock itself). A job that raises or overruns its ``timeout_s``
+    is rolled back, logged and counted in the service's ``/readyz`` (``jobs``), and runs
+    again at its next interval: it never takes the service down. ``runtime`` is the role's
     :class:`~multidb.service.runtime.RoleRuntime` (``runtime.settings`` holds the settings).
     """
 

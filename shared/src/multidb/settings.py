@@ -28,7 +28,7 @@ from multidb.backups.policy import BackupSettings, load_backup_settings
 from multidb.errors import SettingsError as SettingsError  # noqa: PLC0414 - re-exported
 from multidb.files import read_secret_file
 from multidb.jwt_keys import jwt_keys_from_env
-from multidb.plugins import get_roles
+from multidb.plugins import get_plugin_manager, get_roles
 from multidb.roles import RoleSpec
 from multidb.wire import BackupInfo
 
@@ -176,6 +176,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     api_keys_file: str = ""
     # MULTI_DB_BACKUP_DIR and each role's schedule; see multidb.backups.policy.
     backups: BackupSettings = msgspec.field(default_factory=BackupSettings)
+    # Plugins' own settings by name (the multidb_plugin_settings hook): the archive's mover.
+    plugins: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"Settings(databases={sorted(self.databases)}, routing={self.routing})"
@@ -333,7 +335,11 @@ def load_settings(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> Sett
     raw.update(_access_secrets(env))
     raw["backups"] = load_backup_settings(env, roles)
     result: Settings = convert_env(raw, Settings, {field: var for var, field in GLOBAL_VARIABLES})
-    return result
+    plugins: dict[str, Any] = {}
+    for found in get_plugin_manager().hook.multidb_plugin_settings(env=env):
+        plugins.update(found or {})
+    # Set after the conversion: these are the plugins' own, already parsed, Structs.
+    return msgspec.structs.replace(result, plugins=plugins) if plugins else result
 
 
 def read_environment(env_file: str | Path | None = None) -> dict[str, str]:

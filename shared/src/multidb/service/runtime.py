@@ -110,7 +110,10 @@ class RoleRuntime:
             max(settings.health_timeout_ms, SAMPLE_TIMEOUT_MS),
         )
         self.metrics.watch(self.sampler, lambda: self.pool_watches, head)
-        declared = plugins.hook.multidb_background_jobs(role=spec.name)
+        # What plugins open for the life of the service (multidb_service_resources).
+        self.extensions: dict[str, Any] = {}
+        self._resources = contextlib.AsyncExitStack()
+        declared = plugins.hook.multidb_background_jobs(role=spec.name, settings=settings)
         jobs = [job for found in declared for job in found or ()]
         self.backups = BackupManager(spec, database, settings)
         backup_job = self.backups.job()
@@ -122,6 +125,11 @@ class RoleRuntime:
     async def start(self) -> None:
         await self.admin
         self.sampler.start()
+        for resource in self.plugins.hook.multidb_service_resources(
+            role=self.spec.name, runtime=self
+        ):
+            if resource is not None:
+                await self._resources.enter_async_context(resource)
         await self.jobs.start()
         try:
             await self.execute_pool(read_only=True)
@@ -131,6 +139,12 @@ class RoleRuntime:
     async def stop(self) -> None:
         await self.backups.stop()
         await self.jobs.stop()
+        try:
+            await self._resources.aclose()
+        finally:
+            await self._close_pools()
+
+    async def _close_pools(self) -> None:
         await self.sampler.stop()
         pools = [self.admin, *self._execute_pools.values()]
         if self._ingest is not None:
@@ -227,7 +241,8 @@ class RoleRuntime:
             return None  # no plugin adds detail: nothing to call on the hot path
 
         async def detail(conn: asyncpg.Connection) -> dict[str, Any] | None:
-            return await probes.merged_detail(caller(role=self.spec.name, connection=conn))
+            results = caller(role=self.spec.name, connection=conn, runtime=self)
+            return await probes.merged_detail(results)
 
         return detail
 
