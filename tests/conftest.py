@@ -69,6 +69,8 @@ def database_env(
         env[f"MULTI_DB_{spec.name.upper()}_BACKUP_INTERVAL"] = "off"
         env[f"MULTI_DB_{spec.name.upper()}_DRILL_INTERVAL"] = "off"
     env["MULTI_DB_BACKUP_DIR"] = str(tmp_path_factory.mktemp("backups"))
+    # The archive service's scheduled mover too (tests start runs themselves).
+    env["MULTI_DB_ARCHIVE_INTERVAL"] = "off"
     settings = load_settings(env, roles)
     for name, spec in roles.items():
         migrations.upgrade(spec, "head", settings.databases[name])

@@ -75,6 +75,14 @@ PROCESS_VARIABLES = {"MULTI_DB_GATEWAY_HOST", "MULTI_DB_GATEWAY_PORT", "MULTI_DB
 OTHER_VARIABLES = {"API_KEYS", "MULTI_DB_ROUTING", "MULTI_DB_ENV_FILE"}
 # The secrets of access control: read by multidb.settings (and multidb.jwt_keys).
 ACCESS_VARIABLES = {"MULTI_DB_API_KEYS_FILE", "JWT_SECRET_FILE", "JWT_SECRETS", "JWT_SECRETS_FILE"}
+# The archive's mover (multidb_archive.mover.settings, read through multidb_plugin_settings).
+ARCHIVE_VARIABLES = {
+    "MULTI_DB_ARCHIVE_POLICY",
+    "MULTI_DB_ARCHIVE_INTERVAL",
+    "MULTI_DB_ARCHIVE_BATCH_SIZE",
+    "MULTI_DB_ARCHIVE_MAX_SOURCE_LAG_MS",
+    "MULTI_DB_ARCHIVE_MAX_PAUSE_S",
+}
 
 
 def service_port_variable(spec: RoleSpec) -> str:
@@ -88,6 +96,7 @@ def known_variables(roles: Mapping[str, RoleSpec]) -> set[str]:
     names |= {service_url_variable(spec) for spec in roles.values()}
     names |= {service_port_variable(spec) for spec in roles.values()}
     known = GATEWAY_VARIABLES | PROCESS_VARIABLES | OTHER_VARIABLES | ACCESS_VARIABLES
+    known |= ARCHIVE_VARIABLES
     return names | known | set(LOG_VARIABLES) | backup_policy.variables(roles)
 
 
@@ -530,6 +539,21 @@ def test_hand_typed_process_variables_are_read_by_the_entry_points(
         (EVERY_INTERFACE, 18002),
         (EVERY_INTERFACE, 18000),
     ]
+
+
+def test_archive_variables_are_read_by_the_archive_settings() -> None:
+    """Each ``MULTI_DB_ARCHIVE_*`` variable changes the settings every process reads."""
+    values = {
+        "MULTI_DB_ARCHIVE_POLICY": "Media: off",
+        "MULTI_DB_ARCHIVE_INTERVAL": "off",
+        "MULTI_DB_ARCHIVE_BATCH_SIZE": "7",
+        "MULTI_DB_ARCHIVE_MAX_SOURCE_LAG_MS": "9",
+        "MULTI_DB_ARCHIVE_MAX_PAUSE_S": "11",
+    }
+    assert set(values) == ARCHIVE_VARIABLES
+    baseline = load_settings({}, ROLES).plugins["archive"]
+    for name, value in values.items():
+        assert load_settings({name: value}, ROLES).plugins["archive"] != baseline, name
 
 
 def _string_constants(path: Path) -> Iterator[ast.AST]:

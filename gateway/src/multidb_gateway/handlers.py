@@ -17,6 +17,7 @@ from multidb.metrics import metrics_endpoint
 from multidb.openapi import RawExecuteBody, protected, with_options
 from multidb.wire import BackupInfo, ExecuteResult, HealthReport, ModelsReport, StatsReport
 from multidb_gateway import (
+    archive_route,
     audit_recent,
     backups_route,
     dashboard,
@@ -286,6 +287,7 @@ ROUTES: list[ControllerRouterHandler] = with_options(
         *history_route.ROUTES,
         *queries_route.ROUTES,
         *backups_route.ROUTES,
+        *archive_route.ROUTES,
         *ingest_route.ROUTES,
         metrics_endpoint,
         *audit_recent.ROUTES,

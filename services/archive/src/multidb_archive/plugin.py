@@ -34,7 +34,8 @@ def multidb_role_spec() -> RoleSpec:
 
 @hookimpl
 def multidb_plugin_settings(env: Mapping[str, str]) -> Mapping[str, Any]:
-    """The mover's ``MULTI_DB_ARCHIVE_*`` settings (policy, interval, batch size, lag)."""
+    """The mover's settings: MULTI_DB_ARCHIVE_POLICY, MULTI_DB_ARCHIVE_INTERVAL and the
+    batch size and lag bounds (see :mod:`multidb_archive.mover.settings`)."""
     return {runs.EXTENSION: load_archive_settings(env)}
 
 
