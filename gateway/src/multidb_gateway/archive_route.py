@@ -1,5 +1,7 @@
 """``/database/archive/runs...``: the archive mover's runs, through the archive service.
 
+(Served as ``/database/{name}/runs...``: any other configured role is a 404.)
+
 The gateway checks the caller's ``db:admin`` on the archive database (``db:admin`` or
 ``db:admin:archive``), then asks the archive service (``/runs...``,
 ``multidb_archive.runs_route``) with the caller's own credentials, so the service checks
@@ -29,7 +31,7 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 
 from multidb import auth
 from multidb.errors import BadGatewayError, NotFoundError
@@ -44,6 +46,9 @@ JSON = "application/json"
 WHAT = "the archive runs API"
 PASSED_ON = frozenset({400, 404, 409})
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A path parameter, not a fixed "archive" segment: a fixed one would shadow
+# /database/{name}/... (stats, health) for the archive role in Litestar's router.
+NAMED = auth.PATH_PREFIX + "name"
 
 
 class RunRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -129,6 +134,7 @@ def _unreadable(runtime: GatewayRuntime, route: str, why: str) -> BadGatewayErro
 async def _forward(
     request: Request[Any, Any, Any],
     state: State,
+    name: str,
     *,
     method: str,
     route: str,
@@ -139,8 +145,10 @@ async def _forward(
     """Ask the archive service ``method route`` (at ``path`` when it holds an id): the
     answer to pass on and, when it is the ``expected`` status, its decoded body."""
     runtime: GatewayRuntime = state.gateway
-    if ROLE not in runtime.roles:
-        raise NotFoundError(runtime.unknown(ROLE))
+    if name not in runtime.roles:
+        raise NotFoundError(runtime.unknown(name))
+    if name != ROLE:
+        raise NotFoundError(f"runs are the archive role's; {name!r} has none")
     status, model = expected
     headers = forward_headers(request)
     if body is not None:
@@ -180,7 +188,7 @@ async def _forward(
 
 
 @post(
-    "/database/archive/runs",
+    "/database/{name:str}/runs",
     status_code=202,
     tags=["archive"],
     operation_class=RunRequestBody,
@@ -192,14 +200,16 @@ async def _forward(
                 "a malformed request (unknown field, wrong type), or one the mover refuses "
                 "(unknown model, ids of a model that is not archivable)",
             ),
-            404: _problem(404, "no archive role is configured"),
+            404: _problem(404, "no such database role is configured, or it is not archive"),
             409: _problem(409, "another archive run holds the mover (a replica, or the CLI)"),
             **UNAVAILABLE,
         },
-        database="role:archive",
+        database=NAMED,
     ),
 )
-async def start_run(request: Request[Any, Any, Any], state: State) -> Response[RunReport]:
+async def start_run(
+    name: FromPath[str], request: Request[Any, Any, Any], state: State
+) -> Response[RunReport]:
     """Start an archive (or unarchive) run; its report comes back at once, state
     `running`, with `Location: /database/archive/runs/{id}` to follow it.
 
@@ -207,7 +217,7 @@ async def start_run(request: Request[Any, Any, Any], state: State) -> Response[R
     """
     body = await request.body()
     answer, report = await _forward(
-        request, state, method="POST", route="/runs", expected=(202, RunReport), body=body
+        request, state, name, method="POST", route="/runs", expected=(202, RunReport), body=body
     )
     if report is not None:
         if not RUN_ID.match(report.id):
@@ -217,39 +227,50 @@ async def start_run(request: Request[Any, Any, Any], state: State) -> Response[R
 
 
 @get(
-    "/database/archive/runs",
+    "/database/{name:str}/runs",
     tags=["archive"],
     **protected(
         auth.ADMIN,
-        answers={404: _problem(404, "no archive role is configured"), **UNAVAILABLE},
-        database="role:archive",
+        answers={
+            404: _problem(404, "no such database role is configured, or it is not archive"),
+            **UNAVAILABLE,
+        },
+        database=NAMED,
     ),
 )
-async def list_runs(request: Request[Any, Any, Any], state: State) -> Response[RunList]:
-    """The latest 20 archive runs, newest first."""
-    answer, _ = await _forward(request, state, method="GET", route="/runs", expected=(200, RunList))
+async def list_runs(
+    name: FromPath[str], request: Request[Any, Any, Any], state: State
+) -> Response[RunList]:
+    """The latest 20 archive runs, newest first (`name` is `archive`)."""
+    answer, _ = await _forward(
+        request, state, name, method="GET", route="/runs", expected=(200, RunList)
+    )
     return answer  # type: ignore[return-value]
 
 
 @get(
-    "/database/archive/runs/{run_id:str}",
+    "/database/{name:str}/runs/{run_id:str}",
     tags=["archive"],
     **protected(
         auth.ADMIN,
-        answers={404: _problem(404, "no run has this id (or no archive role)"), **UNAVAILABLE},
-        database="role:archive",
+        answers={
+            404: _problem(404, "no run has this id, or the role is not archive"),
+            **UNAVAILABLE,
+        },
+        database=NAMED,
     ),
 )
 async def show_run(
-    run_id: RunIdParameter, request: Request[Any, Any, Any], state: State
+    name: FromPath[str], run_id: RunIdParameter, request: Request[Any, Any, Any], state: State
 ) -> Response[RunReport]:
     """One run's report: its state, and per model the rows and bytes moved, the rows held
     back (by reason) and those left in place because they changed mid-batch."""
-    if not RUN_ID.match(run_id):
+    if name == ROLE and not RUN_ID.match(run_id):
         raise NotFoundError(f"no archive run {run_id[:64]!r}")
     answer, report = await _forward(
         request,
         state,
+        name,
         method="GET",
         route="/runs/{id}",
         path=f"/runs/{run_id}",
