@@ -3,6 +3,7 @@ and that a round trip (archive, then unarchive) gives back exactly the rows it t
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
 from multidb.jobs import LOCK_SPACE
@@ -15,6 +16,7 @@ from multidb_archive.mover import (
     load_archive_settings,
 )
 from multidb_archive.mover.engine import LOCK_KEY
+from multidb_archive.mover.login import derive_login
 from tests.archiving import mover_databases, seed, snapshot
 
 pytestmark = pytest.mark.anyio
@@ -136,3 +138,30 @@ async def test_unarchive_by_id_refuses_a_row_whose_parent_is_still_archived(
         assert "unarchive that first" in (report.message or "")
         assert await _count(settings, "archive", "SELECT count(*) FROM archived_people") == 1
         assert await _count(settings, "default", "SELECT count(*) FROM people") == 0
+
+
+async def test_the_movers_login_reaches_only_what_moves(database_env: dict[str, str]) -> None:
+    async with mover_databases(database_env) as (env, settings):
+        await seed(settings.databases["default"], users=1)
+        assert (await _mover(env, settings).run(RunRequest(), trigger="cli")).state == "done"
+        account = derive_login(settings.databases["default"])
+        conn = await settings.databases["default"].connect(
+            user=account.username, password=account.password
+        )
+        try:
+            # What it needs: read and delete the moving rows, put back the links' keys.
+            await conn.fetch("SELECT id FROM media LIMIT 1")
+            await conn.execute("UPDATE audit_logs SET user_id = NULL WHERE false")
+            refused = [
+                "DELETE FROM audit_logs",
+                "UPDATE audit_logs SET action = 'forged'",
+                "SELECT * FROM alembic_version_default",
+                "CREATE TABLE stolen (id int)",
+                "TRUNCATE media",
+                "ALTER TABLE media ADD COLUMN x int",
+            ]
+            for statement in refused:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(statement)
+        finally:
+            await conn.close()

@@ -66,7 +66,7 @@ MAX_IDS = 10_000
 # again while a pass moved something, at most this many times per run.
 MAX_PASSES = 20
 LAG_CHECK_EVERY_S = 1.0
-STATUS_TIMEOUT_S = 5.0
+LEDGER_KEEP_DAYS = 30
 LAG_SQL = """
 SELECT coalesce(application_name, '') || '@' || coalesce(host(client_addr), 'local') AS replica,
        extract(epoch FROM replay_lag) * 1000 AS lag_ms
@@ -280,7 +280,12 @@ class Mover:
             await conn.close()
 
     async def _close_dead_runs(self, conn: asyncpg.Connection) -> None:
-        """Runs still marked running belong to a process that died (we hold the lock)."""
+        """Runs still marked running belong to a process that died (we hold the lock).
+        Closed ledger entries are kept for a while, to say what moved when."""
+        await conn.execute(
+            "DELETE FROM archive_batches WHERE state IN ('done', 'recovered') "
+            f"AND updated_at < now() - interval '{LEDGER_KEEP_DAYS} days'"
+        )
         await conn.execute(
             "UPDATE archive_runs SET state = 'failed', finished_at = now(), "
             "message = 'the mover stopped before the run ended (its process or connection "
@@ -615,8 +620,12 @@ class _Run:
                             raise asyncpg.SerializationError("rows went away")
                     kept = [i for i in ids if i not in set(same)]
                     return kept, set(same)
-            except (asyncpg.SerializationError, asyncpg.LockNotAvailableError):
-                continue
+            except (
+                asyncpg.SerializationError,
+                asyncpg.DeadlockDetectedError,
+                asyncpg.LockNotAvailableError,
+            ):
+                continue  # something else touched the batch: a new snapshot, a new look
         return list(ids), set()
 
     async def _close_batch(self, entry: Any, ledger: int, ids: list[int], kept: list[int]) -> None:
