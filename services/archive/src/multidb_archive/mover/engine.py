@@ -1,28 +1,124 @@
-"""The mover (skeleton: the lead fills the batches in; the public API is fixed)."""
+"""The mover: rows leave the default database (S) for the archive database (T) in batches,
+and come back, with no transaction spanning both and nothing lost or duplicated.
+
+One archive batch:
+
+1. S, ``REPEATABLE READ``: read the batch whole (row, dependents, links) and its checksums.
+2. T, one transaction: upsert the rows on ``original_id`` and write the ledger entry
+   (``copied``, the ids, the checksum). Commit.
+3. T: read the batch back and compare count and checksums.
+4. S, ``REPEATABLE READ``: read the batch again. Rows whose checksum changed since 1, or
+   that something now holds back, stay. Delete the rest. Anything committed after this
+   snapshot that touches a deleted row (an update, a new dependent, a new link) makes
+   the delete, or the cascade it fires, fail with a serialization error: PostgreSQL's
+   foreign key actions check for rows the snapshot cannot see. The transaction rolls back
+   and step 4 starts again. So what is deleted is exactly what was copied.
+5. T: remove the copies of the rows that stayed; the ledger entry becomes ``done``.
+
+A run that dies anywhere leaves the ledger entry ``copied``. The next run (under the same
+lock, so nothing else is moving) looks at each id: still in S means the delete never
+committed, so its copy goes; gone from S means the copy is the row now, so it stays.
+
+Unarchive mirrors it: ledger ``copying`` in T first, then the rows inserted into S with
+their dependents and links (checked against the archive's checksums before commit), then
+the copies deleted from T and the entry ``done``. The recovery of a ``copying`` entry:
+ids back in S lose their archive copy, ids not in S keep it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
+import asyncpg
+import msgspec
+
+from multidb.errors import DatabaseUnavailableError, describe
+from multidb.jobs import LOCK_SPACE, lock_key
 from multidb.settings import DatabaseSettings
+from multidb_archive.mover import keys, login, records
+from multidb_archive.mover.catalog import ARCHIVE_ORDER, CATALOG, UNARCHIVE_ORDER
+from multidb_archive.mover.errors import MoverBusyError, MoverError
 from multidb_archive.mover.settings import ArchiveSettings
-from multidb_archive.mover.wire import ArchiveStatus, RunReport, RunRequest
+from multidb_archive.mover.wire import ArchiveStatus, ModelReport, RunReport, RunRequest
+
+log = logging.getLogger("multidb.archive.mover")
 
 Progress = Callable[[str, int], None]
 
+LOCK_KEY = lock_key("archive", "mover")
+SESSION = {"TimeZone": "UTC", "application_name": "multidb-archive-mover"}
+# A statement of the mover that waits longer than this on a lock gives up: its batch is
+# tried again (or left for the next run), never half-applied.
+LOCK_TIMEOUT = "30s"
+STATEMENT_TIMEOUT = "10min"
+CONNECT_TIMEOUT_S = 10.0
+DELETE_ATTEMPTS = 4
+MAX_IDS = 10_000
+# A model whose rows hold each other back (media and their derived media) is passed over
+# again while a pass moved something, at most this many times per run.
+MAX_PASSES = 20
+LAG_CHECK_EVERY_S = 1.0
+LEDGER_KEEP_DAYS = 30
+LAG_SQL = """
+SELECT coalesce(application_name, '') || '@' || coalesce(host(client_addr), 'local') AS replica,
+       extract(epoch FROM replay_lag) * 1000 AS lag_ms
+FROM pg_stat_replication WHERE replay_lag IS NOT NULL ORDER BY replay_lag DESC LIMIT 1
+"""
+
+
+class StopRunError(Exception):
+    """The run stops where it is, for the reason given (the state is ``stopped``)."""
+
+
+class _Lease:
+    """The mover's lock, held by a session on the archive database, and that session."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def release(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.conn.close(), 10)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _batch_checksum(checksums: Sequence[str]) -> str:
+    return hashlib.md5(",".join(checksums).encode(), usedforsecurity=False).hexdigest()
+
 
 class Mover:
+    """Runs archive and unarchive runs; one at a time across every process (the lock)."""
+
     def __init__(
         self, source: DatabaseSettings | None, archive: DatabaseSettings, settings: ArchiveSettings
     ) -> None:
         self.source = source
         self.archive = archive
         self.settings = settings
+        self._tasks: dict[str, asyncio.Task[RunReport]] = {}
+        self._current: RunReport | None = None
+
+    # ---- public API ------------------------------------------------------------------
 
     async def start(
         self, request: RunRequest, *, trigger: str, requested_by: str | None = None
     ) -> RunReport:
-        raise NotImplementedError
+        """Check ``request``, take the lock and record the run; it goes on in a task."""
+        lease, report, models = await self._begin(request, trigger, requested_by)
+        task = asyncio.create_task(self._execute(lease, report, request, models, None))
+        self._tasks[report.id] = task
+        return msgspec.structs.replace(report, models=dict(report.models))
 
     async def run(
         self,
@@ -32,19 +128,704 @@ class Mover:
         requested_by: str | None = None,
         progress: Progress | None = None,
     ) -> RunReport:
-        raise NotImplementedError
+        """:meth:`start` and wait for the end (the CLI and the schedule)."""
+        lease, report, models = await self._begin(request, trigger, requested_by)
+        return await self._execute(lease, report, request, models, progress)
+
+    async def _begin(
+        self, request: RunRequest, trigger: str, requested_by: str | None
+    ) -> tuple[_Lease, RunReport, list[str]]:
+        models = self._models(request)
+        lease = await self._lease()
+        try:
+            report = RunReport(
+                id=secrets.token_hex(6),
+                kind=request.kind,
+                dry_run=request.dry_run,
+                trigger=trigger,  # type: ignore[arg-type]
+                state="running",
+                started_at=_now(),
+                requested_by=requested_by,
+                models={model: ModelReport() for model in models},
+            )
+            await self._close_dead_runs(lease.conn)
+            await self._save(lease.conn, report, insert=True)
+        except BaseException:
+            await lease.release()
+            raise
+        self._current = report
+        return lease, report, models
 
     async def wait(self, run_id: str) -> RunReport:
-        raise NotImplementedError
+        task = self._tasks.get(run_id)
+        if task is not None:
+            return await asyncio.shield(task)
+        found = await self.get_run(run_id)
+        if found is None:
+            raise MoverError(f"no run {run_id!r}")
+        return found
 
     async def get_run(self, run_id: str) -> RunReport | None:
-        raise NotImplementedError
+        if self._current is not None and self._current.id == run_id:
+            return msgspec.structs.replace(self._current, models=dict(self._current.models))
+        async with self._archive_conn() as conn:
+            row = await conn.fetchrow("SELECT * FROM archive_runs WHERE id = $1", run_id)
+        return None if row is None else _report(row)
 
     async def runs(self, limit: int = 20) -> list[RunReport]:
-        raise NotImplementedError
+        async with self._archive_conn() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM archive_runs ORDER BY started_at DESC LIMIT $1", limit
+            )
+        found = [_report(row) for row in rows]
+        current = self._current
+        return [current if current is not None and r.id == current.id else r for r in found]
 
     async def status(self) -> ArchiveStatus:
-        raise NotImplementedError
+        status = ArchiveStatus(
+            schedule=self.settings.describe_schedule(),
+            policy={model: policy.describe() for model, policy in self.settings.policies.items()},
+        )
+        async with self._archive_conn() as conn:
+            counts = " UNION ALL ".join(
+                f"SELECT '{model}', count(*) FROM {keys.quote(entry.archive_table)}"
+                for model, entry in CATALOG.items()
+            )
+            status.archived = {row[0]: row[1] for row in await conn.fetch(counts)}
+            status.pending_batches = await conn.fetchval(
+                "SELECT count(*) FROM archive_batches WHERE state IN ('copied', 'copying')"
+            )
+            last = await conn.fetchrow(
+                "SELECT * FROM archive_runs ORDER BY started_at DESC LIMIT 1"
+            )
+        status.last_run = None if last is None else _report(last)
+        current = self._current
+        if current is not None:
+            status.running = current.id
+            status.last_run = current
+        elif status.last_run is not None and status.last_run.state == "running":
+            status.running = status.last_run.id  # another process's run
+        return status
 
     async def close(self) -> None:
-        raise NotImplementedError
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    # ---- the run ---------------------------------------------------------------------
+
+    def _models(self, request: RunRequest) -> list[str]:
+        if self.source is None:
+            msg = (
+                "the default database is not configured for the archive service "
+                "(DB_HOST and the other DB_ settings), so nothing can move"
+            )
+            raise MoverError(msg)
+        _check_names(request)
+        order = ARCHIVE_ORDER if request.kind == "archive" else UNARCHIVE_ORDER
+        if request.ids is not None:
+            wanted = set(request.ids) | set(request.models or [])
+        elif request.models is not None:
+            wanted = set(request.models)
+        elif request.kind == "archive":
+            wanted = set(self.settings.policies)
+        else:
+            msg = 'unarchive: say which rows, by ids ({"Media": [1, 2]}) or whole models'
+            raise MoverError(msg)
+        if request.kind == "archive" and request.ids is None:
+            off = [model for model in wanted if model not in self.settings.policies]
+            if off:
+                msg = (
+                    f"{', '.join(sorted(off))}: no archive policy (MULTI_DB_ARCHIVE_POLICY); "
+                    "name rows by id to move them anyway"
+                )
+                raise MoverError(msg)
+        if not wanted:
+            raise MoverError("no model has an archive policy: nothing to do")
+        return [model for model in order if model in wanted]
+
+    async def _lease(self) -> _Lease:
+        try:
+            conn = await asyncio.wait_for(
+                self.archive.connect(server_settings=SESSION), CONNECT_TIMEOUT_S
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            msg = f"database 'archive' is unavailable: {describe(exc)}"
+            raise DatabaseUnavailableError(msg) from None
+        try:
+            taken = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LOCK_SPACE, LOCK_KEY)
+        except BaseException:
+            await conn.close()
+            raise
+        if not taken:
+            await conn.close()
+            raise MoverBusyError("another archive run is in progress; try again when it ends")
+        return _Lease(conn)
+
+    @contextlib.asynccontextmanager
+    async def _archive_conn(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            conn = await asyncio.wait_for(
+                self.archive.connect(server_settings=SESSION), CONNECT_TIMEOUT_S
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            msg = f"database 'archive' is unavailable: {describe(exc)}"
+            raise DatabaseUnavailableError(msg) from None
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    async def _close_dead_runs(self, conn: asyncpg.Connection) -> None:
+        """Runs still marked running belong to a process that died (we hold the lock).
+        Closed ledger entries are kept for a while, to say what moved when."""
+        await conn.execute(
+            "DELETE FROM archive_batches WHERE state IN ('done', 'recovered') "
+            f"AND updated_at < now() - interval '{LEDGER_KEEP_DAYS} days'"
+        )
+        await conn.execute(
+            "UPDATE archive_runs SET state = 'failed', finished_at = now(), "
+            "message = 'the mover stopped before the run ended (its process or connection "
+            "went away); the next run finished its open batches' WHERE state = 'running'"
+        )
+
+    async def _save(self, conn: asyncpg.Connection, report: RunReport, *, insert: bool) -> None:
+        models = msgspec.json.encode(report.models).decode()
+        if insert:
+            await conn.execute(
+                "INSERT INTO archive_runs (id, kind, dry_run, trigger, state, started_at, "
+                "finished_at, message, report, requested_by) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10)",
+                report.id,
+                report.kind,
+                report.dry_run,
+                report.trigger,
+                report.state,
+                report.started_at,
+                report.finished_at,
+                report.message,
+                models,
+                report.requested_by,
+            )
+        else:
+            await conn.execute(
+                "UPDATE archive_runs SET state = $2, finished_at = $3, message = $4, "
+                "report = $5::jsonb WHERE id = $1",
+                report.id,
+                report.state,
+                report.finished_at,
+                report.message,
+                models,
+            )
+
+    async def _execute(
+        self,
+        lease: _Lease,
+        report: RunReport,
+        request: RunRequest,
+        models: list[str],
+        progress: Progress | None,
+    ) -> RunReport:
+        run = _Run(self, lease, report, request, progress)
+        try:
+            await run.connect()
+            await run.recover()
+            for model in models:
+                if request.kind == "archive":
+                    await run.archive_model(model)
+                else:
+                    await run.unarchive_model(model)
+            report.state = "done"
+        except StopRunError as exc:
+            report.state, report.message = "stopped", str(exc)
+        except MoverError as exc:
+            report.state, report.message = "failed", str(exc)
+        except asyncio.CancelledError:
+            report.state, report.message = "failed", "the archive service stopped during the run"
+            raise
+        except Exception as exc:
+            report.state, report.message = "failed", describe(exc)
+            log.warning("archive run %s failed: %s", report.id, describe(exc))
+        finally:
+            report.finished_at = _now()
+            await run.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._save(lease.conn, report, insert=False), 10)
+            await lease.release()
+            self._current = None
+            self._tasks.pop(report.id, None)
+        return report
+
+
+class _Run:
+    """One run's connections and state."""
+
+    def __init__(
+        self,
+        mover: Mover,
+        lease: _Lease,
+        report: RunReport,
+        request: RunRequest,
+        progress: Progress | None,
+    ) -> None:
+        self.mover = mover
+        self.settings = mover.settings
+        self.target = lease.conn
+        self.lease = lease
+        self.report = report
+        self.request = request
+        self.progress = progress
+        self.admin: asyncpg.Connection | None = None
+        self.source: asyncpg.Connection | None = None
+        self.plans: dict[str, keys.ModelKeys] = {}
+        self._lag_checked = 0.0
+
+    async def connect(self) -> None:
+        database = self.mover.source
+        if database is None:  # Mover._models refuses such a run first
+            raise MoverError("the default database is not configured for the archive service")
+        try:
+            self.admin = await asyncio.wait_for(
+                database.connect(server_settings=SESSION), CONNECT_TIMEOUT_S
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise MoverError(f"database 'default' is unavailable: {describe(exc)}") from None
+        found, tables = await keys.load(self.admin)
+        try:
+            self.plans = {
+                model: keys.plan(entry, found, tables) for model, entry in CATALOG.items()
+            }
+        except keys.UnsupportedTableError as exc:
+            raise MoverError(str(exc)) from None
+        account = await login.provision(self.admin, database, list(self.plans.values()))
+        settings = {
+            **SESSION,
+            "lock_timeout": LOCK_TIMEOUT,
+            "statement_timeout": STATEMENT_TIMEOUT,
+        }
+        self.source = await asyncio.wait_for(
+            database.connect(
+                user=account.username, password=account.password, server_settings=settings
+            ),
+            CONNECT_TIMEOUT_S,
+        )
+        await self.target.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
+
+    async def close(self) -> None:
+        for conn in (self.source, self.admin):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 10)
+
+    def _s(self) -> asyncpg.Connection:
+        if self.source is None:
+            raise MoverError("the run is not connected to the default database")
+        return self.source
+
+    # ---- recovery ----------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Close the ledger entries a dead run left open (see the module's docstring)."""
+        rows = await self.target.fetch(
+            "SELECT id, direction, model, ids FROM archive_batches "
+            "WHERE state IN ('copied', 'copying') ORDER BY id"
+        )
+        for row in rows:
+            entry = CATALOG.get(row["model"])
+            if entry is None:
+                continue
+            present = {
+                r["id"]
+                for r in await self._s().fetch(
+                    f"SELECT id FROM {keys.quote(entry.source_table)} WHERE id = ANY($1::bigint[])",
+                    row["ids"],
+                )
+            }
+            async with self.target.transaction():
+                if present:
+                    await self.target.execute(
+                        f"DELETE FROM {keys.quote(entry.archive_table)} "
+                        "WHERE original_id = ANY($1::bigint[])",
+                        sorted(present),
+                    )
+                await self.target.execute(
+                    "UPDATE archive_batches SET state = 'recovered', updated_at = now() "
+                    "WHERE id = $1",
+                    row["id"],
+                )
+            log.info(
+                "archive: closed a %s batch of %d %s rows a dead run left open "
+                "(%d still in default)",
+                row["direction"],
+                len(row["ids"]),
+                row["model"],
+                len(present),
+            )
+
+    # ---- archive -----------------------------------------------------------------------
+
+    def _selection(self, model: str, plan: keys.ModelKeys) -> tuple[str, list[Any], str]:
+        """WHERE clause over ``r`` choosing the model's rows, its arguments (from $2), and
+        the reason written beside each archived row."""
+        ids = (self.request.ids or {}).get(model)
+        if ids is not None:
+            return "r.id = ANY($2::bigint[])", [sorted(set(ids))], "by id"
+        policy = self.settings.policies[model]
+        where = f"r.{keys.quote(policy.column)} < now() - make_interval(secs => $2::float8)"
+        return where, [policy.age_s], f"policy: {policy.describe()}"
+
+    async def _count_held(
+        self, model: str, plan: keys.ModelKeys, where: str, args: list[Any]
+    ) -> None:
+        held = self.report.models[model].held_back
+        held.clear()
+        table = keys.quote(plan.entry.source_table)
+        for index, path in enumerate(plan.holds):
+            count = await self._s().fetchval(
+                f"SELECT count(*) FROM {table} r WHERE ({where.replace('$2', '$1')}) "
+                f"AND EXISTS (SELECT 1 FROM {path.rows_sql('h')})",
+                *args,
+            )
+            if count:
+                reason = records.hold_reason(plan, index)
+                held[reason] = held.get(reason, 0) + count
+
+    async def archive_model(self, model: str) -> None:
+        plan = self.plans[model]
+        entry = plan.entry
+        where, args, reason = self._selection(model, plan)
+        table = keys.quote(entry.source_table)
+        candidates = (
+            f"SELECT r.id FROM {table} r WHERE ({where}) AND NOT ({records.held_sql(plan)}) "
+            f"AND r.id > $1 ORDER BY r.id LIMIT {int(self.settings.batch_size)}"
+        )
+        record = records.record_sql(plan)
+        passes = 1 if self.report.dry_run or not plan.holds else MAX_PASSES
+        for _ in range(passes):
+            moved_in_pass = 0
+            last = 0
+            while True:
+                await self._check_lag()
+                ids = [row["id"] for row in await self._s().fetch(candidates, last, *args)]
+                if not ids:
+                    break
+                last = ids[-1]
+                async with self._s().transaction(isolation="repeatable_read", readonly=True):
+                    batch = await self._s().fetch(record, ids)
+                if self.report.dry_run:
+                    self._count(model, len(batch), sum(row["size"] for row in batch))
+                    continue
+                moved = await self._archive_batch(model, plan, batch, reason)
+                moved_in_pass += moved
+            if moved_in_pass == 0:
+                break
+        await self._count_held(model, plan, where, args)
+
+    def _count(self, model: str, rows: int, size: int) -> None:
+        found = self.report.models[model]
+        found.rows += rows
+        found.bytes += size
+        found.batches += 1
+        if self.progress is not None:
+            self.progress(model, found.rows)
+
+    async def _archive_batch(
+        self, model: str, plan: keys.ModelKeys, batch: Sequence[asyncpg.Record], reason: str
+    ) -> int:
+        entry = plan.entry
+        ids = [row["id"] for row in batch]
+        checksums = {row["id"]: row["checksum"] for row in batch}
+        archived_by = self.report.requested_by or self.report.trigger
+        columns = list(entry.columns)
+        names = "".join(f", {keys.quote(c)}" for c in columns)
+        extracted = [[row[f"c_{c}"] for row in batch] for c in columns]
+        arrays = "".join(f", ${i + 8}::text[]" for i in range(len(columns)))
+        aliases = "".join(f", x{i}" for i in range(len(columns)))
+        updates = ", ".join(
+            f"{keys.quote(c)} = EXCLUDED.{keys.quote(c)}"
+            for c in [*columns, "data", "dependents", "links", "checksum", "reason", "archived_by"]
+        )
+        # $1 ids, $2 rows, $3 dependents, $4 links, $5 checksums, $6 by, $7 why, $8... columns
+        insert = (
+            f"INSERT INTO {keys.quote(entry.archive_table)} (original_id, data, dependents, "
+            f"links, checksum, archived_by, reason{names}) "
+            f"SELECT o, d::jsonb, dep::jsonb, l::jsonb, c, $6, $7{aliases} "
+            f"FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[]{arrays}) "
+            f"AS t(o, d, dep, l, c{aliases}) "
+            f"ON CONFLICT (original_id) DO UPDATE SET {updates}, archived_at = now()"
+        )
+        batch_checksum = _batch_checksum([checksums[i] for i in ids])
+        async with self.target.transaction():
+            await self.target.execute(
+                insert,
+                ids,
+                [row["data"] for row in batch],
+                [row["dependents"] for row in batch],
+                [row["links"] for row in batch],
+                [checksums[i] for i in ids],
+                archived_by,
+                reason,
+                *extracted,
+            )
+            ledger = await self.target.fetchval(
+                "INSERT INTO archive_batches (run_id, direction, model, ids, checksum, state, "
+                "rows) VALUES ($1, 'archive', $2, $3, $4, 'copied', $5) RETURNING id",
+                self.report.id,
+                model,
+                ids,
+                batch_checksum,
+                len(ids),
+            )
+        stored = await self.target.fetch(
+            f"SELECT original_id, {records.CHECKSUM} AS checksum "
+            f"FROM {keys.quote(entry.archive_table)} WHERE original_id = ANY($1::bigint[])",
+            ids,
+        )
+        if {row["original_id"]: row["checksum"] for row in stored} != checksums:
+            # Not a caller's mistake and not a crash: undo the copy, stop the run.
+            await self._close_batch(entry, ledger, ids, [])
+            msg = f"{model}: the archive's copy of a batch did not match the rows read"
+            raise MoverError(msg)
+        kept, deleted = await self._delete(plan, ids, checksums)
+        await self._close_batch(entry, ledger, ids, kept)
+        found = self.report.models[model]
+        found.changed += len(kept)
+        size = sum(row["size"] for row in batch if row["id"] in deleted)
+        self._count(model, len(deleted), size)
+        return len(deleted)
+
+    async def _delete(
+        self, plan: keys.ModelKeys, ids: list[int], checksums: dict[int, str]
+    ) -> tuple[list[int], set[int]]:
+        """Step 4: (rows left in place, rows deleted)."""
+        table = keys.quote(plan.entry.source_table)
+        check = (
+            f"SELECT id, checksum FROM ({records.record_sql(plan)}) found "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} r WHERE r.id = found.id "
+            f"AND ({records.held_sql(plan)}))"
+        )
+        for _attempt in range(DELETE_ATTEMPTS):
+            try:
+                async with self._s().transaction(isolation="repeatable_read"):
+                    now = {row["id"]: row["checksum"] for row in await self._s().fetch(check, ids)}
+                    same = [i for i in ids if now.get(i) == checksums[i]]
+                    if same:
+                        status = await self._s().execute(
+                            f"DELETE FROM {table} WHERE id = ANY($1::bigint[])", same
+                        )
+                        if int(status.split()[-1]) != len(same):
+                            raise asyncpg.SerializationError("rows went away")
+                    kept = [i for i in ids if i not in set(same)]
+                    return kept, set(same)
+            except (
+                asyncpg.SerializationError,
+                asyncpg.DeadlockDetectedError,
+                asyncpg.LockNotAvailableError,
+            ):
+                continue  # something else touched the batch: a new snapshot, a new look
+        return list(ids), set()
+
+    async def _close_batch(self, entry: Any, ledger: int, ids: list[int], kept: list[int]) -> None:
+        """Step 5: copies of rows that stayed go; the ledger entry is done."""
+        async with self.target.transaction():
+            if kept:
+                await self.target.execute(
+                    f"DELETE FROM {keys.quote(entry.archive_table)} "
+                    "WHERE original_id = ANY($1::bigint[])",
+                    kept,
+                )
+            await self.target.execute(
+                "UPDATE archive_batches SET state = 'done', updated_at = now(), rows = $2 "
+                "WHERE id = $1",
+                ledger,
+                len(ids) - len(kept),
+            )
+
+    async def _check_lag(self) -> None:
+        """Pause while a replica of the default database lags beyond the bound."""
+        now = time.monotonic()
+        if now - self._lag_checked < LAG_CHECK_EVERY_S or self.admin is None:
+            return
+        self._lag_checked = now
+        bound = self.settings.max_source_lag_ms
+        paused_since: float | None = None
+        while True:
+            row = await self.admin.fetchrow(LAG_SQL)
+            if row is None or row["lag_ms"] is None or float(row["lag_ms"]) <= bound:
+                if paused_since is not None:
+                    self.report.message = None
+                return
+            lag = float(row["lag_ms"])
+            said = f"replica {row['replica']} lags {lag:.0f} ms (more than {bound} ms)"
+            if paused_since is None:
+                paused_since = time.monotonic()
+                log.info("archive run %s paused: %s", self.report.id, said)
+            waited = time.monotonic() - paused_since
+            if waited >= self.settings.max_pause_s:
+                msg = f"stopped after pausing {waited:.0f} s: {said}"
+                raise StopRunError(msg)
+            self.report.message = f"paused: {said}"
+            await asyncio.sleep(LAG_CHECK_EVERY_S)  # a throttle: poll the replica's lag
+
+    # ---- unarchive ---------------------------------------------------------------------
+
+    async def unarchive_model(self, model: str) -> None:
+        plan = self.plans[model]
+        entry = plan.entry
+        archive = keys.quote(entry.archive_table)
+        ids = (self.request.ids or {}).get(model)
+        found = self.report.models[model]
+        if ids is not None:
+            wanted = sorted(set(ids))
+            present = {
+                row["original_id"]
+                for row in await self.target.fetch(
+                    f"SELECT original_id FROM {archive} WHERE original_id = ANY($1::bigint[])",
+                    wanted,
+                )
+            }
+            missing = len(wanted) - len(present)
+            if missing:
+                found.held_back["not in the archive"] = missing
+            where = "original_id = ANY($2::bigint[])"
+            args: list[Any] = [wanted]
+        else:
+            where, args = "true", []
+        select = (
+            f"SELECT id, original_id, data::text AS data, dependents::text AS dependents, "
+            f"links::text AS links, {records.CONTENT_CHECKSUM} AS checksum, "
+            f"octet_length(data::text || dependents::text) AS size FROM {archive} "
+            f"WHERE ({where}) AND id < $1 ORDER BY id DESC LIMIT {int(self.settings.batch_size)}"
+        )
+        last = 2**63 - 1
+        while True:
+            await self._check_lag()
+            batch = await self.target.fetch(select, last, *args)
+            if not batch:
+                return
+            last = batch[-1]["id"]
+            if self.report.dry_run:
+                self._count(model, len(batch), sum(row["size"] for row in batch))
+                continue
+            await self._unarchive_batch(model, plan, batch)
+
+    async def _unarchive_batch(
+        self, model: str, plan: keys.ModelKeys, batch: Sequence[asyncpg.Record]
+    ) -> None:
+        entry = plan.entry
+        ids = [row["original_id"] for row in batch]
+        checksums = {row["original_id"]: row["checksum"] for row in batch}
+        ledger = await self.target.fetchval(
+            "INSERT INTO archive_batches (run_id, direction, model, ids, checksum, state, rows) "
+            "VALUES ($1, 'unarchive', $2, $3, $4, 'copying', $5) RETURNING id",
+            self.report.id,
+            model,
+            ids,
+            _batch_checksum([checksums[i] for i in ids]),
+            len(ids),
+        )
+        source = self._s()
+        try:
+            async with source.transaction():
+                await self._insert_back(plan, batch)
+                check = (
+                    f"SELECT id, {records.CONTENT_CHECKSUM} AS checksum "
+                    f"FROM ({records.record_sql(plan)}) x"
+                )
+                now = {row["id"]: row["checksum"] for row in await source.fetch(check, ids)}
+                if now != checksums:
+                    differs = sorted(i for i in ids if now.get(i) != checksums[i])
+                    msg = (
+                        f"{model} {differs[0]}: the row put back does not read as archived; "
+                        "nothing of this batch was put back"
+                    )
+                    raise MoverError(msg)
+        except (asyncpg.IntegrityConstraintViolationError, MoverError) as exc:
+            await self.target.execute(
+                "UPDATE archive_batches SET state = 'recovered', updated_at = now() WHERE id = $1",
+                ledger,
+            )
+            if isinstance(exc, MoverError):
+                raise
+            detail = getattr(exc, "detail", None) or describe(exc)
+            msg = (
+                f"{model}: a batch could not be put back, so none of it was: {detail} "
+                "(a row it points at may still be archived: unarchive that first)"
+            )
+            raise MoverError(msg) from None
+        async with self.target.transaction():
+            await self.target.execute(
+                f"DELETE FROM {keys.quote(entry.archive_table)} "
+                "WHERE original_id = ANY($1::bigint[])",
+                ids,
+            )
+            await self.target.execute(
+                "UPDATE archive_batches SET state = 'done', updated_at = now() WHERE id = $1",
+                ledger,
+            )
+        self._count(model, len(ids), sum(row["size"] for row in batch))
+
+    async def _insert_back(self, plan: keys.ModelKeys, batch: Sequence[asyncpg.Record]) -> None:
+        """The rows, then what moved with them (a table after the one it points at), then
+        the links, set back where nothing else took their place. The archive's ``jsonb`` is
+        unpacked by PostgreSQL itself: no value goes through a Python float."""
+        source = self._s()
+        root = keys.quote(plan.entry.source_table)
+        await source.execute(
+            f"INSERT INTO {root} SELECT p.* FROM unnest($1::text[]) j(v), "
+            f"jsonb_populate_record(NULL::{root}, j.v::jsonb) p",
+            [row["data"] for row in batch],
+        )
+        dependents = [row["dependents"] for row in batch]
+        for path in plan.dependents:
+            table = keys.quote(path.table)
+            await source.execute(
+                f"INSERT INTO {table} SELECT p.* FROM unnest($1::text[]) j(v), "
+                f"jsonb_array_elements(j.v::jsonb -> $2) e, "
+                f"jsonb_populate_record(NULL::{table}, e) p",
+                dependents,
+                path.table,
+            )
+        links = [row["links"] for row in batch]
+        for path in plan.links:
+            column = path.steps[-1].column
+            table, quoted = keys.quote(path.table), keys.quote(column)
+            await source.execute(
+                f"UPDATE {table} t SET {quoted} = (e ->> 1)::bigint "
+                f"FROM unnest($1::text[]) j(v), jsonb_array_elements(j.v::jsonb -> $2) e "
+                f"WHERE t.id = (e ->> 0)::bigint AND t.{quoted} IS NULL",
+                links,
+                f"{path.table}.{column}",
+            )
+
+
+def _check_names(request: RunRequest) -> None:
+    known = ", ".join(CATALOG)
+    for model in [*(request.models or []), *(request.ids or {})]:
+        if model not in CATALOG:
+            raise MoverError(f"unknown model {model!r} (archivable: {known})")
+    if request.ids is not None:
+        total = sum(len(ids) for ids in request.ids.values())
+        if total == 0:
+            raise MoverError("ids: name at least one row")
+        if total > MAX_IDS:
+            raise MoverError(f"ids: at most {MAX_IDS} rows per run (got {total})")
+
+
+def _report(row: asyncpg.Record) -> RunReport:
+    report = msgspec.json.decode(row["report"], type=dict[str, ModelReport])
+    return RunReport(
+        id=row["id"],
+        kind=row["kind"],
+        dry_run=row["dry_run"],
+        trigger=row["trigger"],
+        state=row["state"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        message=row["message"],
+        requested_by=row["requested_by"],
+        models=report,
+    )
