@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -35,7 +36,7 @@ WAIT_S = 60.0
 PROBLEM = "application/problem+json"
 # Only rows older than ten years move: the ones these tests seed (2001), nobody else's.
 POLICY = "Media: untouched 3650d, People: deleted 3650d, User: deleted 3650d"
-OLD = "2001-01-01 00:00:00+00"
+OLD = datetime(2001, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +106,8 @@ class Seeded:
                 self.users.append(
                     await conn.fetchval(
                         "INSERT INTO users (username, email, hashed_password, created_at,"
-                        " updated_at, deleted_at) VALUES ($1, $2, 'x', $3::timestamptz,"
-                        " $3::timestamptz, $3::timestamptz) RETURNING id",
+                        " updated_at, deleted_at) VALUES ($1, $2, 'x', $3,"
+                        " $3, $3) RETURNING id",
                         name,
                         f"{name}@example.test",
                         OLD,
@@ -117,7 +118,7 @@ class Seeded:
                     await conn.fetchval(
                         "INSERT INTO media (filename, original_name, mime_type, size_bytes,"
                         " path, created_at, updated_at) VALUES ($1, $1, 'image/png', 10, $2,"
-                        " $3::timestamptz, $3::timestamptz) RETURNING id",
+                        " $3, $3) RETURNING id",
                         f"{self.tag}-{index}.png",
                         f"/tmp/{self.tag}-{index}.png",
                         OLD,
