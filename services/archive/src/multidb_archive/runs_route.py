@@ -21,7 +21,7 @@ from litestar.params import Parameter
 
 from multidb import auth
 from multidb.errors import BadRequestError, NotFoundError
-from multidb.openapi import PROBLEM, Problem, protected
+from multidb.openapi import PROBLEM, Problem, protected, with_options
 from multidb_archive import runs
 from multidb_archive.mover import RunReport, RunRequest
 
@@ -145,4 +145,5 @@ async def show_run(run_id: RunIdParameter, state: State) -> RunReport:
     return report
 
 
-ROUTES = [start_run, list_runs, show_run]
+# GET and POST /runs: one OPTIONS answer naming both (see with_options).
+ROUTES = with_options([start_run, list_runs, show_run])
