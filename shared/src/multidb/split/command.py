@@ -29,7 +29,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from multidb.errors import CONNECTION_ERRORS, describe
+from multidb.errors import CONNECTION_ERRORS, describe, trace
 from multidb.plugins import get_roles
 from multidb.settings import load_settings
 from multidb.split.copy import BATCH_ROWS
@@ -168,6 +168,13 @@ def cmd_split(args: argparse.Namespace) -> int:
             print(
                 f"multidb split: failed: {describe(exc)}; the source was not changed, "
                 "and --resume continues from what was copied",
+                file=sys.stderr,
+            )
+            return 1
+        except Exception as exc:  # one line, never a traceback
+            print(
+                f"multidb split: failed: {describe(exc)} ({trace(exc)}); the source was not "
+                "changed, and --resume continues from what was copied",
                 file=sys.stderr,
             )
             return 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -149,9 +150,12 @@ async def _each(
         while not queue.empty():
             await work(queue.get_nowait())
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(max(1, min(jobs, len(items)))):
-            group.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, min(jobs, len(items)))):
+                group.create_task(worker())
+    except BaseExceptionGroup as failed:  # the first failure, as if there were one worker
+        raise failed.exceptions[0] from None
 
 
 TablePlanAndReport = tuple[plan.TablePlan, TableReport]
@@ -207,12 +211,10 @@ async def _check(
             )
             assert estimate is not None  # noqa: S101
             plans.append(
-                plan.TablePlan(
-                    **{
-                        **checked.__dict__,
-                        "estimated_rows": estimate[0] if estimate[0] >= 0 else None,
-                        "source_bytes": estimate[1],
-                    }
+                dataclasses.replace(
+                    checked,
+                    estimated_rows=estimate[0] if estimate[0] >= 0 else None,
+                    source_bytes=estimate[1],
                 )
             )
     if not_empty and not resume:
