@@ -246,6 +246,12 @@ def test_split_copies_every_table_and_every_checksum_matches(
         )
         return [metric, event]
 
+    async def rolled_up(conn: asyncpg.Connection) -> int:
+        # The analytics role rebuilt its hourly rollups from the copied events.
+        value: int = await conn.fetchval("SELECT sum(events) FROM analytics_event_rollups")
+        return value
+
+    assert asyncio.run(_with(stage.targets["analytics"], rolled_up)) == ROWS
     assert asyncio.run(_with(stage.targets["analytics"], new_rows)) == [ROWS + 1, ROWS + 1]
 
 

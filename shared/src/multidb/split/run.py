@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from sqlalchemy.engine import URL
 from multidb import migrations
 from multidb.errors import CONNECTION_ERRORS, describe
 from multidb.partitions import quote_identifier
+from multidb.plugins import get_plugin_manager
 from multidb.roles import RoleSpec
 from multidb.settings import DatabaseSettings
 from multidb.split import copy, plan, verify
@@ -276,6 +278,9 @@ async def split(
         async with _source_pool(options.source, snapshot, options.jobs) as pool:
             report.copy_s = await _copy_all(items, pool, targets.databases, options, say)
             report.verify_s = await _verify_all(items, pool, targets.databases, options, say)
+        if report.verified:
+            for role in splits:
+                await _rows_arrived(role.role, targets)
         if options.drop_source_tables and report.verified:
             await holder.execute("ROLLBACK")  # the snapshot's read-only transaction
             async with holder.transaction():
@@ -288,6 +293,14 @@ async def split(
             await holder.close()
     report.total_s = time.monotonic() - started
     return report
+
+
+async def _rows_arrived(role: str, targets: _Connections) -> None:
+    """Let the role rebuild what it derives from its rows (the analytics rollups)."""
+    conn = await targets.get(role)
+    for result in get_plugin_manager().hook.multidb_rows_arrived(role=role, connection=conn):
+        if inspect.isawaitable(result):
+            await result
 
 
 async def _copy_all(
