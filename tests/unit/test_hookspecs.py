@@ -23,6 +23,7 @@ def test_there_are_the_hooks_the_design_asks_for() -> None:
         "multidb_execute_vote",
         "multidb_health_detail",
         "multidb_role_spec",
+        "multidb_rows_arrived",
         "multidb_service_routes",
         "multidb_stats_detail",
     ]
