@@ -171,7 +171,13 @@ def _synthetic(role: str, at: datetime, i: int, *, ok: bool) -> dict[str, Any]:
 
 
 def test_history_is_downsampled_to_the_step(fleet: ProcessFleet, client: httpx.Client) -> None:
-    origin = datetime(2020, 1, 1, tzinfo=UTC)
+    # Within the stats retention: the analytics service's retention job, which may run at
+    # any moment of the test, must not take the samples away between the two posts.
+    origin = (datetime.now(UTC) - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+
+    def at(minutes: int) -> str:
+        return (origin + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
     # Minute 0: six good samples; minute 1: all six failed; minute 2: nothing.
     samples = [
         _synthetic("default", origin + timedelta(seconds=10 * i), i, ok=i < 6) for i in range(12)
@@ -183,17 +189,17 @@ def test_history_is_downsampled_to_the_step(fleet: ProcessFleet, client: httpx.C
 
     answer = client.get(
         "/database/default/stats/history",
-        params={"since": "2020-01-01T00:00:00Z", "until": "2020-01-01T00:03:00Z", "step": "60"},
+        params={"since": at(0), "until": at(3), "step": "60"},
         headers=ADMIN,
     )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert (body["database"], body["step_s"]) == ("default", 60)
-    assert (body["since"], body["until"]) == ("2020-01-01T00:00:00Z", "2020-01-01T00:03:00Z")
+    assert (body["since"], body["until"]) == (at(0), at(3))
     first, second = body["points"]
-    assert (first["t"], first["samples"], first["unavailable"]) == ("2020-01-01T00:00:00Z", 6, 0)
+    assert (first["t"], first["samples"], first["unavailable"]) == (at(0), 6, 0)
     assert (first["table_count"], first["cache_hit_ratio"], first["error"]) == (5, 0.75, None)
-    assert (second["t"], second["samples"], second["unavailable"]) == ("2020-01-01T00:01:00Z", 6, 6)
+    assert (second["t"], second["samples"], second["unavailable"]) == (at(1), 6, 6)
     assert (second["table_count"], second["connections"], second["error"]) == (
         None,
         None,
@@ -202,7 +208,7 @@ def test_history_is_downsampled_to_the_step(fleet: ProcessFleet, client: httpx.C
 
     thirty = client.get(
         "/database/default/stats/history",
-        params={"since": "2020-01-01T00:00:00Z", "until": "2020-01-01T00:01:00Z", "step": "30"},
+        params={"since": at(0), "until": at(1), "step": "30"},
         headers=ADMIN,
     ).json()
     assert [p["samples"] for p in thirty["points"]] == [3, 3]

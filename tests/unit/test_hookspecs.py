@@ -24,6 +24,7 @@ def test_there_are_the_hooks_the_design_asks_for() -> None:
         "multidb_health_detail",
         "multidb_plugin_settings",
         "multidb_role_spec",
+        "multidb_rows_arrived",
         "multidb_service_resources",
         "multidb_service_routes",
         "multidb_stats_detail",

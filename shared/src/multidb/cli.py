@@ -6,6 +6,7 @@
     multidb token --scopes S,...    mint a JWT (newest JWT_SECRETS entry and its kid, or JWT_SECRET)
     multidb key create|list|revoke  named API keys with scopes (MULTI_DB_API_KEYS_FILE)
     multidb backup run|list|verify|drill|prune [ROLE ...], backup restore ROLE ID --into DB
+    multidb split --source URL      a single database's tables into the role databases
 
 Plugins add commands: the development stack adds ``multidb up`` (what ``make run`` does),
 the logging role ``multidb audit verify`` (the audit trail's hash chains).
@@ -45,6 +46,7 @@ from multidb.settings import (
     read_environment,
     variable_name,
 )
+from multidb.split import command as split_command
 
 
 def _colour(text: str, code: str) -> str:
@@ -262,6 +264,9 @@ def parser() -> argparse.ArgumentParser:
     token.set_defaults(run=cmd_token)
     key_command.register(commands)
     backup_command.register(commands, command_environment)
+    split_command.register(
+        commands, lambda resources: command_environment(resources, start_database=True)
+    )
     get_plugin_manager().hook.multidb_cli_commands(commands=commands)
     return root
 

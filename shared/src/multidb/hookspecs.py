@@ -142,6 +142,17 @@ def multidb_background_jobs(role: str, settings: Settings) -> Sequence[Backgroun
 
 
 @hookspec
+def multidb_rows_arrived(role: str, connection: asyncpg.Connection) -> Awaitable[None] | None:
+    """Bring a role's derived data up to date after rows arrived in bulk, not through its
+    service (``multidb split`` copying a monolith's tables in).
+
+    Called once per role the rows went to, after they were copied and verified, with a
+    connection to the role's database (the role's administrative login). Return ``None``
+    or an awaitable; the analytics role rebuilds its event rollups here.
+    """
+
+
+@hookspec
 def multidb_cli_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add subcommands to the ``multidb`` command line.
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
+import asyncpg
 from litestar.types import ControllerRouterHandler
 
 from multidb import RoleSpec, hookimpl
 from multidb.jobs import BackgroundJob
-from multidb_analytics import ingest_route, models, retention, rollup_route, stats_routes
+from multidb_analytics import ingest_route, models, retention, rollup, rollup_route, stats_routes
 
 
 @hookimpl
@@ -41,3 +42,9 @@ def multidb_background_jobs(role: str) -> Sequence[BackgroundJob] | None:
     partitions of events and activities, dropping those beyond
     ``MULTI_DB_EVENTS_RETENTION_DAYS`` (hourly)."""
     return [retention.STATS_RETENTION, retention.PARTITIONS] if role == "analytics" else None
+
+
+@hookimpl
+def multidb_rows_arrived(role: str, connection: asyncpg.Connection) -> Awaitable[None] | None:
+    """Events copied in by ``multidb split`` count in ``GET /events/rollup``."""
+    return rollup.rebuild(connection) if role == "analytics" else None

@@ -107,3 +107,20 @@ async def read_rollup(pool: asyncpg.Pool, query: RollupQuery) -> EventRollup:
         until=query.until,
         points=[RollupPoint(t=t, events=counted.get(t, 0)) for t in buckets],
     )
+
+
+# Every hour's count recomputed from the events themselves: right whatever the rollups held.
+REBUILD_SQL = """
+INSERT INTO analytics_event_rollups AS rollup (name, bucket, events)
+SELECT name, date_trunc('hour', occurred_at, 'UTC'), count(*)
+FROM analytics_events
+GROUP BY 1, 2
+ORDER BY 1, 2
+ON CONFLICT (name, bucket) DO UPDATE SET events = EXCLUDED.events
+"""
+
+
+async def rebuild(conn: asyncpg.Connection) -> None:
+    """The rollups of every event in the table (after ``multidb split`` copied events in)."""
+    async with conn.transaction():
+        await conn.execute(REBUILD_SQL)
