@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -53,6 +53,23 @@ async def mover_databases(
         for name in names.values():
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@contextmanager
+def own_databases(database_env: dict[str, str], **env: str) -> Iterator[dict[str, str]]:
+    """:func:`mover_databases` for synchronous fixtures (a fleet of real processes): the
+    environment of a stack whose default and archive roles have databases of their own, so
+    nothing it archives touches the suite's shared ones."""
+    loop = asyncio.new_event_loop()
+    manager = mover_databases(database_env, **env)
+    try:
+        full, _ = loop.run_until_complete(manager.__aenter__())
+        try:
+            yield full
+        finally:
+            loop.run_until_complete(manager.__aexit__(None, None, None))
+    finally:
+        loop.close()
 
 
 async def seed(database: DatabaseSettings, users: int = 3, *, old: bool = True) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.archiving import own_databases
 from tests.conftest import API_KEY, BUILTIN_ROLES
 from tests.fleet import ProcessFleet
 
@@ -31,7 +32,12 @@ MIN_CASES = 1000
 def fleet(
     database_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProcessFleet]:
-    with ProcessFleet(database_env, tmp_path_factory.mktemp("contract-logs")).running() as fleet:
+    # Its own default and archive databases: the archive runs schemathesis starts may move
+    # rows by id, which must not be the suite's.
+    with (
+        own_databases(database_env) as env,
+        ProcessFleet(env, tmp_path_factory.mktemp("contract-logs")).running() as fleet,
+    ):
         yield fleet
 
 
