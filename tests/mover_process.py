@@ -5,12 +5,14 @@ The settings come from the environment (the ``env`` of ``tests.archiving.mover_d
 It runs ``Mover.run(RunRequest(...), trigger="cli")`` and writes the report as one JSON
 line on stdout: exit code 0 when the run is ``done``, 1 when it ended otherwise (failed,
 stopped). A run refused before it starts (bad request, busy, a database unreachable) is
-one line on stderr and exit code 2.
+one line on stderr and exit code 2. What the mover logs at INFO (a pause, a recovered
+batch) goes to stderr, a line each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 
@@ -33,6 +35,11 @@ async def main(argv: list[str]) -> int:
     if kind not in ("archive", "unarchive"):
         sys.stderr.write(f"unknown kind {kind!r} (archive or unarchive)\n")
         return 2
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    mover_log = logging.getLogger("multidb.archive")
+    mover_log.addHandler(handler)
+    mover_log.setLevel(logging.INFO)
     env = dict(os.environ)
     settings = load_settings(env, get_roles())
     mover = Mover(

@@ -14,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
+import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -31,8 +34,9 @@ from multidb.settings import DatabaseSettings, Settings
 from multidb_archive.mover import RunReport
 from multidb_archive.mover.engine import SESSION
 from multidb_archive.mover.login import derive_login
-from multidb_devstack.embedded import EmbeddedPostgres
+from multidb_devstack.embedded import SUPERUSER, SYSTEM_USER, EmbeddedPostgres, free_port
 from tests.archiving import mover_databases, seed, snapshot
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.anyio
 
@@ -529,3 +533,169 @@ async def test_a_dependent_added_mid_batch_keeps_its_medium_whole(
         assert {table: rows for table, rows in after.items() if table != "ocr_jobs"} == {
             table: rows for table, rows in before.items() if table != "ocr_jobs"
         }
+
+
+# ---- a replica that lags -------------------------------------------------------------
+
+
+class _Replica:
+    """A streaming replica of the embedded cluster (pg_basebackup -R, its own port and
+    socket, no TCP), reached on its Unix socket."""
+
+    def __init__(self, primary: EmbeddedPostgres) -> None:
+        self.primary = primary
+        self.folder = ROOT / ".data" / f"replica-{secrets.token_hex(4)}"
+        self.pgdata = self.folder / "pgdata"
+        self.port = free_port()
+        self.user = SYSTEM_USER if os.geteuid() == 0 else None
+
+    def _run(self, program: str, *args: str) -> None:
+        result = subprocess.run(
+            [str(self.primary.binaries / program), *args],
+            user=self.user,
+            env={**os.environ, "PGPASSWORD": self.primary.state.password},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            said = result.stderr.strip() or result.stdout.strip()
+            log = self.folder / "server.log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            pytest.fail(f"{program} failed: {said} {' / '.join(tail)}")
+
+    def start(self, max_connections: int) -> None:
+        """``max_connections``: the primary's (a hot standby refuses to run with fewer)."""
+        self.folder.mkdir(parents=True)
+        if self.user is not None:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.folder, entry.pw_uid, entry.pw_gid)
+        self._run(
+            "pg_basebackup",
+            "-D",
+            str(self.pgdata),
+            "-h",
+            str(self.primary.pgdata),
+            "-p",
+            str(self.primary.state.port),
+            "-U",
+            SUPERUSER,
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.pgdata),
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.folder / "server.log"),
+            "-o",
+            f"-h '' -p {self.port} -k {self.pgdata} -c max_connections={max_connections}",
+            "start",
+        )
+
+    def stop(self) -> None:
+        if (self.pgdata / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-m", "immediate", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    async def execute(self, sql: str) -> None:
+        conn = await asyncpg.connect(
+            host=str(self.pgdata),
+            port=self.port,
+            user=SUPERUSER,
+            password=self.primary.state.password,
+            database="postgres",
+            timeout=10,
+        )
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+
+@contextlib.contextmanager
+def _replica(primary: EmbeddedPostgres, max_connections: int) -> Iterator[_Replica]:
+    replica = _Replica(primary)
+    try:
+        replica.start(max_connections)
+        yield replica
+    finally:
+        replica.stop()
+
+
+async def _replay_lag_ms(default: DatabaseSettings, *, tick: bool) -> float | None:
+    """The replica's replay lag as the primary sees it (None: no lag measured). ``tick``
+    writes a little WAL first: the replica answers each piece it receives, and each answer
+    is a new lag measurement."""
+    conn = await default.connect(timeout=10)
+    try:
+        if tick:
+            await conn.execute("SELECT pg_logical_emit_message(false, 'multidb-test', 'tick')")
+        lag = await conn.fetchval(
+            "SELECT max(extract(epoch FROM replay_lag) * 1000) FROM pg_stat_replication "
+            "WHERE state = 'streaming'"
+        )
+        return None if lag is None else float(lag)
+    finally:
+        await conn.close()
+
+
+async def test_the_mover_pauses_while_a_replica_lags_and_stops_saying_why(
+    database_env: dict[str, str], embedded: EmbeddedPostgres | None
+) -> None:
+    if embedded is None:
+        pytest.skip("needs the embedded cluster to make a replica of")
+    bound_ms = 500
+    async with mover_databases(
+        database_env,
+        MULTI_DB_ARCHIVE_MAX_SOURCE_LAG_MS=str(bound_ms),
+        MULTI_DB_ARCHIVE_MAX_PAUSE_S="2",
+    ) as (env, settings):
+        default = settings.databases["default"]
+        await seed(default, users=2)
+        before = await snapshot(default)
+        connections = int(await _value(default, "SHOW max_connections"))
+        with _replica(embedded, connections) as replica:
+
+            async def streaming() -> bool:
+                return await _replay_lag_ms(default, tick=True) is not None
+
+            await _until(streaming, "the replica streaming, its lag measured")
+            await replica.execute("SELECT pg_wal_replay_pause()")
+
+            async def lagging() -> bool:
+                lag = await _replay_lag_ms(default, tick=True)
+                return lag is not None and lag > bound_ms * 2
+
+            await _until(lagging, f"the paused replica lagging more than {bound_ms * 2} ms")
+
+            with _mover(env) as mover:
+                finished = await mover.finished()
+            assert finished.code == 1, finished
+            report = finished.report
+            assert report is not None
+            assert report.state == "stopped", report
+            message = report.message or ""
+            assert message.startswith("stopped after pausing"), message
+            assert "replica" in message
+            assert f"(more than {bound_ms} ms)" in message
+            assert "paused: replica" in finished.stderr  # said while it waited
+            assert await snapshot(default) == before  # it paused before its first batch
+
+            await replica.execute("SELECT pg_wal_replay_resume()")
+
+            async def caught_up() -> bool:
+                lag = await _replay_lag_ms(default, tick=False)
+                return lag is None or lag < bound_ms / 2
+
+            await _until(caught_up, "the replica caught up")
+            report = await _run({**env, "MULTI_DB_ARCHIVE_MAX_PAUSE_S": "60"})
+            assert report.models["Media"].rows == 4
+            assert report.models["User"].rows == 2
