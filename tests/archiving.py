@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -20,19 +20,24 @@ from multidb.settings import DatabaseSettings, Settings, load_settings
 OLD = "now() - interval '400 days'"
 
 
-async def _admin(settings: Settings) -> asyncpg.Connection:
-    return await settings.databases["default"].connect(database="postgres")
+async def _admin(settings: Settings, role: str = "default") -> asyncpg.Connection:
+    return await settings.databases[role].connect(database="postgres", timeout=10)
 
 
 @asynccontextmanager
 async def mover_databases(
-    database_env: dict[str, str], **env: str
+    database_env: dict[str, str], servers: Mapping[str, str] | None = None, **env: str
 ) -> AsyncIterator[tuple[dict[str, str], Settings]]:
-    """``(env, settings)`` whose default and archive roles point at two new databases."""
+    """``(env, settings)`` whose default and archive roles point at two new databases.
+
+    ``servers``: variables that put a role on another server (``spare_cluster.environment``);
+    each database is made on its role's server. One on a server that is down at the end (a
+    throw-away cluster a test stopped) is left there."""
     suffix = secrets.token_hex(4)
     names = {"default": f"mover_default_{suffix}", "archive": f"mover_archive_{suffix}"}
     full = {
         **database_env,
+        **(servers or {}),
         "DB_NAME": names["default"],
         "MULTI_DB_ARCHIVE_DATABASE": names["archive"],
         "MULTI_DB_ARCHIVE_INTERVAL": "off",
@@ -40,19 +45,31 @@ async def mover_databases(
     }
     roles = get_roles()
     settings = load_settings(full, roles)
-    admin = await _admin(settings)
+    made: list[str] = []
     try:
-        for name in names.values():
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        for role in names:
+        for role, name in names.items():
+            admin = await _admin(settings, role)
+            try:
+                await admin.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await admin.close()
+            made.append(role)
             await asyncio.to_thread(
                 migrations.upgrade, roles[role], "head", settings.databases[role]
             )
         yield full, settings
     finally:
-        for name in names.values():
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        for role in made:
+            try:
+                admin = await _admin(settings, role)
+            except (OSError, TimeoutError, asyncpg.PostgresError):
+                if role == "default":
+                    raise
+                continue  # a throw-away server a test stopped: it goes with its folder
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{names[role]}" WITH (FORCE)')
+            finally:
+                await admin.close()
 
 
 @contextmanager

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,10 +119,18 @@ def _no_ambient_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def spare_cluster(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    """A second, throw-away cluster with an archive database: safe to stop mid-test."""
-    server = EmbeddedPostgres(tmp_path / "spare")
-    server.start()
-    asyncio.run(server.create_databases(["ocr_archive_db"]))
-    yield server
-    server.stop()
+def spare_cluster() -> Iterator[EmbeddedPostgres]:
+    """A second, throw-away cluster with an archive database: safe to stop mid-test.
+
+    Its folder is not under pytest's ``tmp_path``: every pytest session that starts sets
+    ``/tmp/pytest-of-<user>`` back to 0700, and the cluster's own system user (we run as
+    root) then can no longer reach its data folder to stop or start it."""
+    folder = ROOT / ".data" / f"spare-{secrets.token_hex(4)}"
+    server = EmbeddedPostgres(folder)
+    try:
+        server.start()
+        asyncio.run(server.create_databases(["ocr_archive_db"]))
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
