@@ -78,7 +78,7 @@ def own_databases(database_env: dict[str, str], **env: str) -> Iterator[dict[str
     environment of a stack whose default and archive roles have databases of their own, so
     nothing it archives touches the suite's shared ones."""
     loop = asyncio.new_event_loop()
-    manager = mover_databases(database_env, **env)
+    manager = mover_databases(database_env, None, **env)
     try:
         full, _ = loop.run_until_complete(manager.__aenter__())
         try:
