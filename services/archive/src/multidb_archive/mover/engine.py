@@ -67,6 +67,7 @@ MAX_IDS = 10_000
 MAX_PASSES = 20
 LAG_CHECK_EVERY_S = 1.0
 LEDGER_KEEP_DAYS = 30
+SAVE_EVERY_S = 1.0
 LAG_SQL = """
 SELECT coalesce(application_name, '') || '@' || coalesce(host(client_addr), 'local') AS replica,
        extract(epoch FROM replay_lag) * 1000 AS lag_ms
@@ -382,6 +383,7 @@ class _Run:
         self.source: asyncpg.Connection | None = None
         self.plans: dict[str, keys.ModelKeys] = {}
         self._lag_checked = 0.0
+        self._saved = time.monotonic()
 
     async def connect(self) -> None:
         database = self.mover.source
@@ -644,8 +646,16 @@ class _Run:
                 len(ids) - len(kept),
             )
 
+    async def _save_progress(self, *, now: bool = False) -> None:
+        """Write the report so far, so another process (the service, while the CLI runs)
+        shows the run's progress and why it pauses: at most once a second."""
+        if now or time.monotonic() - self._saved >= SAVE_EVERY_S:
+            await self.mover._save(self.target, self.report, insert=False)
+            self._saved = time.monotonic()
+
     async def _check_lag(self) -> None:
         """Pause while a replica of the default database lags beyond the bound."""
+        await self._save_progress()
         now = time.monotonic()
         if now - self._lag_checked < LAG_CHECK_EVERY_S or self.admin is None:
             return
@@ -668,6 +678,7 @@ class _Run:
                 msg = f"stopped after pausing {waited:.0f} s: {said}"
                 raise StopRunError(msg)
             self.report.message = f"paused: {said}"
+            await self._save_progress(now=True)
             await asyncio.sleep(LAG_CHECK_EVERY_S)  # a throttle: poll the replica's lag
 
     # ---- unarchive ---------------------------------------------------------------------
