@@ -266,6 +266,13 @@ def test_dry_run_changes_nothing(stage: Stage) -> None:
     assert "27,000" in done.stdout  # the 9 tables of three roles, 3,000 rows each
     _nothing_changed(stage, before)
 
+    # The password may stay out of the URL (and so out of the process list): PGPASSWORD.
+    bare = stage.source.url("postgresql").set(password=None).render_as_string(hide_password=False)
+    stage.env["PGPASSWORD"] = stage.password
+    again = _split(stage, "--source", bare, "--dry-run")
+    assert again.returncode == 0, again.stderr
+    _nothing_changed(stage, before)
+
 
 def test_a_target_that_is_not_empty_is_refused(stage: Stage, roles: dict[str, RoleSpec]) -> None:
     migrations.upgrade(roles["analytics"], "head", stage.targets["analytics"])
