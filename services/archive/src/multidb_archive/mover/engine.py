@@ -228,7 +228,10 @@ class Mover:
         _check_names(request)
         order = ARCHIVE_ORDER if request.kind == "archive" else UNARCHIVE_ORDER
         if request.ids is not None:
-            wanted = set(request.ids) | set(request.models or [])
+            wanted = set(request.ids)
+            if request.models is not None and set(request.models) != wanted:
+                msg = "models: leave it out when naming ids (the ids say which models)"
+                raise MoverError(msg)
         elif request.models is not None:
             wanted = set(request.models)
         elif request.kind == "archive":
@@ -588,7 +591,7 @@ class _Run:
         )
         if {row["original_id"]: row["checksum"] for row in stored} != checksums:
             # Not a caller's mistake and not a crash: undo the copy, stop the run.
-            await self._close_batch(entry, ledger, ids, [])
+            await self._close_batch(entry, ledger, ids, ids)
             msg = f"{model}: the archive's copy of a batch did not match the rows read"
             raise MoverError(msg)
         kept, deleted = await self._delete(plan, ids, checksums)
@@ -615,6 +618,7 @@ class _Run:
                     now = {row["id"]: row["checksum"] for row in await self._s().fetch(check, ids)}
                     same = [i for i in ids if now.get(i) == checksums[i]]
                     if same:
+                        await self._take_apart(plan, same)
                         status = await self._s().execute(
                             f"DELETE FROM {table} WHERE id = ANY($1::bigint[])", same
                         )
@@ -626,9 +630,33 @@ class _Run:
                 asyncpg.SerializationError,
                 asyncpg.DeadlockDetectedError,
                 asyncpg.LockNotAvailableError,
+                asyncpg.ForeignKeyViolationError,
             ):
                 continue  # something else touched the batch: a new snapshot, a new look
         return list(ids), set()
+
+    async def _take_apart(self, plan: keys.ModelKeys, ids: list[int]) -> None:
+        """Clear the links and delete the dependents ourselves, deepest first, before the
+        rows: in this snapshot, a link or dependent deleted or changed since it began is a
+        serialization failure here, where PostgreSQL's own ON DELETE actions (which read
+        the latest rows) would pass over it and leave the archive holding a row the
+        application had deleted."""
+        root = keys.quote(plan.entry.source_table)
+        for path in plan.links:
+            table, column = keys.quote(path.table), keys.quote(path.steps[-1].column)
+            await self._s().execute(
+                f"UPDATE {table} t SET {column} = NULL FROM {root} r "
+                f"WHERE r.id = ANY($1::bigint[]) AND t.ctid IN (SELECT l.ctid FROM "
+                f"{path.rows_sql('l')})",
+                ids,
+            )
+        for path in reversed(plan.dependents):
+            await self._s().execute(
+                f"DELETE FROM {keys.quote(path.table)} t USING {root} r "
+                f"WHERE r.id = ANY($1::bigint[]) AND t.ctid IN (SELECT d.ctid FROM "
+                f"{path.rows_sql('d')})",
+                ids,
+            )
 
     async def _close_batch(self, entry: Any, ledger: int, ids: list[int], kept: list[int]) -> None:
         """Step 5: copies of rows that stayed go; the ledger entry is done."""
@@ -824,6 +852,10 @@ def _check_names(request: RunRequest) -> None:
             raise MoverError("ids: name at least one row")
         if total > MAX_IDS:
             raise MoverError(f"ids: at most {MAX_IDS} rows per run (got {total})")
+        for model, ids in request.ids.items():
+            wrong = next((i for i in ids if not 0 < i < 2**63), None)
+            if wrong is not None:
+                raise MoverError(f"ids: {model} {wrong} is not a row id (1 to 2^63-1)")
 
 
 def _report(row: asyncpg.Record) -> RunReport:

@@ -19,7 +19,7 @@ CONTENT_CHECKSUM = "md5(data::text || dependents::text)"
 def _object(pairs: list[tuple[str, str]]) -> str:
     if not pairs:
         return "'{}'::jsonb"
-    inner = ", ".join(f"'{key}', {value}" for key, value in pairs)
+    inner = ", ".join(f"'{key.replace(chr(39), chr(39) * 2)}', {value}" for key, value in pairs)
     return f"jsonb_build_object({inner})"
 
 
