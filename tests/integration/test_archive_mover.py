@@ -165,3 +165,29 @@ async def test_the_movers_login_reaches_only_what_moves(database_env: dict[str, 
                     await conn.execute(statement)
         finally:
             await conn.close()
+
+
+async def test_rows_come_back_after_a_column_was_added_to_their_table(
+    database_env: dict[str, str],
+) -> None:
+    async with mover_databases(database_env) as (env, settings):
+        made = await seed(settings.databases["default"], users=1)
+        mover = _mover(env, settings)
+        assert (await mover.run(RunRequest(), trigger="cli")).state == "done"
+        conn = await settings.databases["default"].connect()
+        try:
+            # A migration after the archiving: a new nullable column, a new dependent table.
+            await conn.execute("ALTER TABLE media ADD COLUMN caption text")
+            await conn.execute(
+                "CREATE TABLE media_tags (id bigserial PRIMARY KEY, "
+                "media_id bigint REFERENCES media (id) ON DELETE CASCADE, tag text)"
+            )
+        finally:
+            await conn.close()
+        back = await mover.run(
+            RunRequest(kind="unarchive", models=["Media", "People", "User"]), trigger="cli"
+        )
+        assert back.state == "done", back
+        assert await _count(settings, "default", "SELECT count(*) FROM media") == 2
+        assert await _count(settings, "archive", "SELECT count(*) FROM archived_media") == 0
+        assert made["media"]

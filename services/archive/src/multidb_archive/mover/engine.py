@@ -67,6 +67,7 @@ MAX_IDS = 10_000
 MAX_PASSES = 20
 LAG_CHECK_EVERY_S = 1.0
 LEDGER_KEEP_DAYS = 30
+LEFTOVER_WAIT_MS = 10_000
 SAVE_EVERY_S = 1.0
 LAG_SQL = """
 SELECT coalesce(application_name, '') || '@' || coalesce(host(client_addr), 'local') AS replica,
@@ -406,6 +407,7 @@ class _Run:
         except keys.UnsupportedTableError as exc:
             raise MoverError(str(exc)) from None
         account = await login.provision(self.admin, database, list(self.plans.values()))
+        await self._end_leftovers(account.username)
         settings = {
             **SESSION,
             "lock_timeout": LOCK_TIMEOUT,
@@ -418,6 +420,23 @@ class _Run:
             CONNECT_TIMEOUT_S,
         )
         await self.target.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
+
+    async def _end_leftovers(self, username: str) -> None:
+        """End any session of the mover's login still open in the default database: with
+        the lock ours, it belongs to a mover that died, maybe in the middle of a COMMIT
+        (waiting for a synchronous standby, say). Recovery must read what that commit did,
+        so it waits until the session is gone, and with it the question."""
+        if self.admin is None:
+            return
+        ended = await self.admin.fetch(
+            "SELECT pid, pg_terminate_backend(pid, $2) AS gone FROM pg_stat_activity "
+            "WHERE usename = $1 AND pid <> pg_backend_pid()",
+            username,
+            LEFTOVER_WAIT_MS,
+        )
+        if any(not row["gone"] for row in ended):
+            msg = "a session a dead mover left in the default database would not end; try again"
+            raise MoverError(msg)
 
     async def close(self) -> None:
         for conn in (self.source, self.admin):
@@ -594,7 +613,7 @@ class _Run:
             await self._close_batch(entry, ledger, ids, ids)
             msg = f"{model}: the archive's copy of a batch did not match the rows read"
             raise MoverError(msg)
-        kept, deleted = await self._delete(plan, ids, checksums)
+        kept, deleted = await self._delete(plan, ids, {row["id"]: row["version"] for row in batch})
         await self._close_batch(entry, ledger, ids, kept)
         found = self.report.models[model]
         found.changed += len(kept)
@@ -603,20 +622,21 @@ class _Run:
         return len(deleted)
 
     async def _delete(
-        self, plan: keys.ModelKeys, ids: list[int], checksums: dict[int, str]
+        self, plan: keys.ModelKeys, ids: list[int], versions: dict[int, str]
     ) -> tuple[list[int], set[int]]:
-        """Step 4: (rows left in place, rows deleted)."""
+        """Step 4: (rows left in place, rows deleted). A row whose version (the xmin of it,
+        its dependents and its links) differs from the one read in step 1 was written
+        since: its copy is not what it is now, so it stays."""
         table = keys.quote(plan.entry.source_table)
         check = (
-            f"SELECT id, checksum FROM ({records.record_sql(plan)}) found "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {table} r WHERE r.id = found.id "
-            f"AND ({records.held_sql(plan)}))"
+            f"SELECT r.id, {records.version_sql(plan)} AS version FROM {table} r "
+            f"WHERE r.id = ANY($1::bigint[]) AND NOT ({records.held_sql(plan)})"
         )
         for _attempt in range(DELETE_ATTEMPTS):
             try:
                 async with self._s().transaction(isolation="repeatable_read"):
-                    now = {row["id"]: row["checksum"] for row in await self._s().fetch(check, ids)}
-                    same = [i for i in ids if now.get(i) == checksums[i]]
+                    now = {row["id"]: row["version"] for row in await self._s().fetch(check, ids)}
+                    same = [i for i in ids if now.get(i) == versions[i]]
                     if same:
                         await self._take_apart(plan, same)
                         status = await self._s().execute(
@@ -624,8 +644,8 @@ class _Run:
                         )
                         if int(status.split()[-1]) != len(same):
                             raise asyncpg.SerializationError("rows went away")
-                    kept = [i for i in ids if i not in set(same)]
-                    return kept, set(same)
+                    gone = set(same)
+                    return [i for i in ids if i not in gone], gone
             except (
                 asyncpg.SerializationError,
                 asyncpg.DeadlockDetectedError,
@@ -770,15 +790,11 @@ class _Run:
         try:
             async with source.transaction():
                 await self._insert_back(plan, batch)
-                check = (
-                    f"SELECT id, {records.CONTENT_CHECKSUM} AS checksum "
-                    f"FROM ({records.record_sql(plan)}) x"
-                )
-                now = {row["id"]: row["checksum"] for row in await source.fetch(check, ids)}
-                if now != checksums:
-                    differs = sorted(i for i in ids if now.get(i) != checksums[i])
+                current = await source.fetch(records.record_sql(plan), ids)
+                differs = _not_as_archived(batch, current)
+                if differs is not None:
                     msg = (
-                        f"{model} {differs[0]}: the row put back does not read as archived; "
+                        f"{model} {differs}: the row put back does not read as archived; "
                         "nothing of this batch was put back"
                     )
                     raise MoverError(msg)
@@ -839,6 +855,35 @@ class _Run:
                 links,
                 f"{path.table}.{column}",
             )
+
+
+def _contains(current: Any, archived: Any) -> bool:
+    """Every column the archive kept reads the same now (a column added since may be
+    there too; a column dropped since is a difference: its value would be lost)."""
+    if not isinstance(current, dict) or not isinstance(archived, dict):
+        return bool(current == archived)
+    return all(key in current and current[key] == value for key, value in archived.items())
+
+
+def _not_as_archived(
+    archived: Sequence[asyncpg.Record], current: Sequence[asyncpg.Record]
+) -> int | None:
+    """The first row put back that differs from its archived copy, or None. Dependents
+    are matched by id; a table of dependents added since archiving is simply empty."""
+    now = {row["id"]: row for row in current}
+    for row in archived:
+        back = now.get(row["original_id"])
+        if back is None or not _contains(
+            msgspec.json.decode(back["data"]), msgspec.json.decode(row["data"])
+        ):
+            return int(row["original_id"])
+        kept: dict[str, list[Any]] = msgspec.json.decode(row["dependents"])
+        there: dict[str, list[Any]] = msgspec.json.decode(back["dependents"])
+        for table, rows in kept.items():
+            by_id = {item.get("id"): item for item in there.get(table, [])}
+            if any(not _contains(by_id.get(item.get("id")), item) for item in rows):
+                return int(row["original_id"])
+    return None
 
 
 def _check_names(request: RunRequest) -> None:

@@ -46,17 +46,40 @@ def record_sql(plan: ModelKeys) -> str:
         f", ({expression})::text AS {quote('c_' + name)}"
         for name, expression in plan.entry.columns.items()
     )
+    # OFFSET 0 keeps each lateral from being pulled up into the select list, where every
+    # reference to it would build the jsonb (and run the dependents' subqueries) again.
     return f"""
-SELECT r.id, rec.data::text AS data, rec.dependents::text AS dependents,
-       rec.links::text AS links, md5(rec.data::text || rec.dependents::text || rec.links::text)
-       AS checksum, octet_length(rec.data::text || rec.dependents::text) AS size{columns}
+SELECT r.id, txt.data, txt.dependents, txt.links,
+       md5(txt.data || txt.dependents || txt.links) AS checksum,
+       octet_length(txt.data || txt.dependents) AS size, {version_sql(plan)} AS version{columns}
 FROM {quote(plan.entry.source_table)} r
 CROSS JOIN LATERAL (
     SELECT to_jsonb(r) AS data, {_object(dependents)} AS dependents, {_object(links)} AS links
+    OFFSET 0
 ) rec
+CROSS JOIN LATERAL (
+    SELECT rec.data::text AS data, rec.dependents::text AS dependents, rec.links::text AS links
+    OFFSET 0
+) txt
 WHERE r.id = ANY($1::bigint[])
 ORDER BY r.id
 """
+
+
+def version_sql(plan: ModelKeys) -> str:
+    """An expression over ``r`` that changes whenever the row, one of its dependents or
+    one of its links changes, appears or goes: every tuple's ``xmin`` and place. An update
+    writes a new tuple (a new xmin), so equal versions mean nothing was written since;
+    a rewrite (VACUUM FULL) only moves tuples, and makes a row look changed: it then
+    stays for the next run, the safe way round."""
+    parts = ["r.xmin::text"]
+    for alias, path in [("d", p) for p in plan.dependents] + [("l", p) for p in plan.links]:
+        parts.append(
+            f"coalesce((SELECT string_agg({alias}.xmin::text || '@' || {alias}.ctid::text, ',' "
+            f"ORDER BY {alias}.ctid) FROM {path.rows_sql(alias)}), '')"
+        )
+    joined = " || '|' || ".join(parts)
+    return f"md5({joined})"
 
 
 def held_sql(plan: ModelKeys) -> str:
