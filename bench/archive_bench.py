@@ -17,7 +17,9 @@ in one run:
 - bare: ``COPY (SELECT * FROM media WHERE <the policy>) TO STDOUT (binary)`` from the
   default database piped into ``COPY bare_media FROM STDIN`` in the archive database
   (asyncpg ``copy_from_query`` -> ``copy_to_table``), ``bare_media`` having media's
-  columns and primary key. Measured before and after the mover; their mean is the base;
+  columns and primary key. Measured before and after the mover; their mean is the base.
+  Then, untimed in that figure, one ``DELETE`` of the same rows from the default database,
+  printed for scale (a mover must delete what it copied; a bare copy does not);
 - ours: ``Mover.run(RunRequest(models=["Media"]), trigger="cli")`` end to end: login
   provisioning, batches read, upserted with the ledger, verified, re-read and deleted,
   the ledger closed, the held-back count. At ``MULTI_DB_ARCHIVE_BATCH_SIZE`` (default
