@@ -31,7 +31,7 @@ import pytest
 
 from multidb.plugins import get_roles
 from multidb.settings import DatabaseSettings, Settings
-from multidb_archive.mover import RunReport
+from multidb_archive.mover import Mover, RunReport, load_archive_settings
 from multidb_archive.mover.engine import SESSION
 from multidb_archive.mover.login import derive_login
 from multidb_devstack.embedded import SUPERUSER, SYSTEM_USER, EmbeddedPostgres, free_port
@@ -297,6 +297,16 @@ async def test_killed_between_copy_and_delete(database_env: dict[str, str]) -> N
         in_default, in_archive = (await _where(settings))["Media"]
         assert in_default & in_archive == set(made["derived"])
         assert await snapshot(default) == before
+        # Nobody holds the mover's lock any more: the status does not call that run running.
+        status = await Mover(
+            settings.databases["default"],
+            settings.databases["archive"],
+            load_archive_settings(env),
+        ).status()
+        assert status.running is None
+        assert status.last_run is not None
+        assert status.last_run.state == "failed"
+        assert status.pending_batches == 1
 
         report = await _run(env)
         states = {row["id"]: row["state"] for row in await _ledger(settings)}

@@ -68,6 +68,7 @@ MAX_PASSES = 20
 LAG_CHECK_EVERY_S = 1.0
 LEDGER_KEEP_DAYS = 30
 LEFTOVER_WAIT_MS = 10_000
+COUNT_EXACT_UP_TO = 100_000
 SAVE_EVERY_S = 1.0
 LAG_SQL = """
 SELECT coalesce(application_name, '') || '@' || coalesce(host(client_addr), 'local') AS replica,
@@ -87,8 +88,12 @@ class _Lease:
         self.conn = conn
 
     async def release(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.conn.close(), 10)
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.conn.close(), 10)
+        finally:
+            if not self.conn.is_closed():
+                self.conn.terminate()  # cancelled while closing: the lock goes with it
 
 
 def _now() -> datetime:
@@ -109,6 +114,9 @@ class Mover:
         self.archive = archive
         self.settings = settings
         self._tasks: dict[str, asyncio.Task[RunReport]] = {}
+        # Leases of started runs, released by the run itself or, when its task was
+        # cancelled before it began, by close().
+        self._leases: dict[str, _Lease] = {}
         self._current: RunReport | None = None
 
     # ---- public API ------------------------------------------------------------------
@@ -156,6 +164,7 @@ class Mover:
             await lease.release()
             raise
         self._current = report
+        self._leases[report.id] = lease
         return lease, report, models
 
     async def wait(self, run_id: str) -> RunReport:
@@ -189,11 +198,27 @@ class Mover:
             policy={model: policy.describe() for model, policy in self.settings.policies.items()},
         )
         async with self._archive_conn() as conn:
+            # Exact up to COUNT_EXACT_UP_TO rows, the planner's estimate beyond: /stats
+            # stays as quick with millions of archived rows.
             counts = " UNION ALL ".join(
-                f"SELECT '{model}', count(*) FROM {keys.quote(entry.archive_table)}"
+                f"SELECT '{model}', (SELECT count(*) FROM (SELECT 1 FROM "
+                f"{keys.quote(entry.archive_table)} LIMIT {COUNT_EXACT_UP_TO + 1}) x), "
+                f"(SELECT reltuples::bigint FROM pg_class WHERE oid = "
+                f"'{keys.quote(entry.archive_table)}'::regclass)"
                 for model, entry in CATALOG.items()
             )
-            status.archived = {row[0]: row[1] for row in await conn.fetch(counts)}
+            status.archived = {
+                row[0]: row[1] if row[1] <= COUNT_EXACT_UP_TO else max(row[1], row[2])
+                for row in await conn.fetch(counts)
+            }
+            held = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND classid = ($1::int8 & 4294967295)::oid "
+                "AND objid = ($2::int8 & 4294967295)::oid AND objsubid = 2)",
+                LOCK_SPACE,
+                LOCK_KEY,
+            )
             status.pending_batches = await conn.fetchval(
                 "SELECT count(*) FROM archive_batches WHERE state IN ('copied', 'copying')"
             )
@@ -206,7 +231,14 @@ class Mover:
             status.running = current.id
             status.last_run = current
         elif status.last_run is not None and status.last_run.state == "running":
-            status.running = status.last_run.id  # another process's run
+            if held:
+                status.running = status.last_run.id  # another process's run
+            else:
+                # Nobody holds the mover's lock: the process of that run is gone.
+                status.last_run.state = "failed"
+                status.last_run.message = (
+                    "the mover stopped before the run ended; the next run finishes its batches"
+                )
         return status
 
     async def close(self) -> None:
@@ -216,6 +248,9 @@ class Mover:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        for lease in list(self._leases.values()):
+            await lease.release()
+        self._leases.clear()
 
     # ---- the run ---------------------------------------------------------------------
 
@@ -349,19 +384,26 @@ class Mover:
         except MoverError as exc:
             report.state, report.message = "failed", str(exc)
         except asyncio.CancelledError:
-            report.state, report.message = "failed", "the archive service stopped during the run"
+            report.state = "failed"
+            report.message = (
+                "the run was cancelled (the archive service stopping, or the scheduled job's "
+                "time limit); the next run finishes its batches"
+            )
             raise
         except Exception as exc:
             report.state, report.message = "failed", describe(exc)
             log.warning("archive run %s failed: %s", report.id, describe(exc))
         finally:
-            report.finished_at = _now()
-            await run.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._save(lease.conn, report, insert=False), 10)
-            await lease.release()
-            self._current = None
-            self._tasks.pop(report.id, None)
+            try:
+                report.finished_at = _now()
+                await run.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._save(lease.conn, report, insert=False), 10)
+            finally:
+                await lease.release()
+                self._current = None
+                self._tasks.pop(report.id, None)
+                self._leases.pop(report.id, None)
         return report
 
 
@@ -394,19 +436,29 @@ class _Run:
         if database is None:  # Mover._models refuses such a run first
             raise MoverError("the default database is not configured for the archive service")
         try:
-            self.admin = await asyncio.wait_for(
+            admin = await asyncio.wait_for(
                 database.connect(server_settings=SESSION), CONNECT_TIMEOUT_S
             )
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise MoverError(f"database 'default' is unavailable: {describe(exc)}") from None
-        found, tables = await keys.load(self.admin)
+        self.admin = admin
+        found, tables = await keys.load(admin)
         try:
             self.plans = {
                 model: keys.plan(entry, found, tables) for model, entry in CATALOG.items()
             }
         except keys.UnsupportedTableError as exc:
             raise MoverError(str(exc)) from None
-        account = await login.provision(self.admin, database, list(self.plans.values()))
+        hidden = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_replication WHERE state IS NULL"
+        )
+        if hidden:
+            log.warning(
+                "archive run %s: the default's login cannot read its replicas' lag "
+                "(it needs pg_read_all_stats), so the run will not pause for a lagging one",
+                self.report.id,
+            )
+        account = await login.provision(admin, database, list(self.plans.values()))
         await self._end_leftovers(account.username)
         settings = {
             **SESSION,
