@@ -407,6 +407,36 @@ class Mover:
         return report
 
 
+class _ReadAhead:
+    """The next item of ``source`` fetched while the caller works on the current one."""
+
+    def __init__(self, source: AsyncIterator[list[asyncpg.Record]]) -> None:
+        self._source = source
+        self._next: asyncio.Task[list[asyncpg.Record] | None] | None = self._fetch()
+
+    def _fetch(self) -> asyncio.Task[list[asyncpg.Record] | None]:
+        async def one() -> list[asyncpg.Record] | None:
+            return await anext(self._source, None)
+
+        return asyncio.create_task(one())
+
+    async def next(self) -> list[asyncpg.Record] | None:
+        if self._next is None:
+            return None
+        item = await self._next
+        self._next = self._fetch() if item is not None else None
+        return item
+
+    async def close(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+            with contextlib.suppress(BaseException):
+                await self._next
+            self._next = None
+        with contextlib.suppress(BaseException):
+            await self._source.aclose()  # type: ignore[attr-defined]
+
+
 class _Run:
     """One run's connections and state."""
 
@@ -427,6 +457,7 @@ class _Run:
         self.progress = progress
         self.admin: asyncpg.Connection | None = None
         self.source: asyncpg.Connection | None = None
+        self.reader: asyncpg.Connection | None = None
         self.plans: dict[str, keys.ModelKeys] = {}
         self._lag_checked = 0.0
         self._saved = time.monotonic()
@@ -465,12 +496,14 @@ class _Run:
             "lock_timeout": LOCK_TIMEOUT,
             "statement_timeout": STATEMENT_TIMEOUT,
         }
-        self.source = await asyncio.wait_for(
-            database.connect(
-                user=account.username, password=account.password, server_settings=settings
-            ),
-            CONNECT_TIMEOUT_S,
-        )
+        for name in ("source", "reader"):
+            conn = await asyncio.wait_for(
+                database.connect(
+                    user=account.username, password=account.password, server_settings=settings
+                ),
+                CONNECT_TIMEOUT_S,
+            )
+            setattr(self, name, conn)
         await self.target.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
 
     async def _end_leftovers(self, username: str) -> None:
@@ -491,7 +524,7 @@ class _Run:
             raise MoverError(msg)
 
     async def close(self) -> None:
-        for conn in (self.source, self.admin):
+        for conn in (self.reader, self.source, self.admin):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), 10)
@@ -500,6 +533,11 @@ class _Run:
         if self.source is None:
             raise MoverError("the run is not connected to the default database")
         return self.source
+
+    def _r(self) -> asyncpg.Connection:
+        if self.reader is None:
+            raise MoverError("the run is not connected to the default database")
+        return self.reader
 
     # ---- recovery ----------------------------------------------------------------------
 
@@ -582,23 +620,36 @@ class _Run:
         passes = 1 if self.report.dry_run or not plan.holds else MAX_PASSES
         for _ in range(passes):
             moved_in_pass = 0
-            last = 0
-            while True:
-                await self._check_lag()
-                ids = [row["id"] for row in await self._s().fetch(candidates, last, *args)]
-                if not ids:
-                    break
-                last = ids[-1]
-                async with self._s().transaction(isolation="repeatable_read", readonly=True):
-                    batch = await self._s().fetch(record, ids)
-                if self.report.dry_run:
-                    self._count(model, len(batch), sum(row["size"] for row in batch))
-                    continue
-                moved = await self._archive_batch(model, plan, batch, reason)
-                moved_in_pass += moved
+            reading = self._read_ahead(candidates, record, args)
+            try:
+                while (batch := await reading.next()) is not None:
+                    await self._check_lag()
+                    if self.report.dry_run:
+                        self._count(model, len(batch), sum(row["size"] for row in batch))
+                        continue
+                    moved_in_pass += await self._archive_batch(model, plan, batch, reason)
+            finally:
+                await reading.close()
             if moved_in_pass == 0:
                 break
         await self._count_held(model, plan, where, args)
+
+    def _read_ahead(self, candidates: str, record: str, args: list[Any]) -> _ReadAhead:
+        """The batches of one keyset pass, each read (on a connection of its own) while
+        the one before is copied and deleted: the two databases work at the same time."""
+
+        async def batches() -> AsyncIterator[list[asyncpg.Record]]:
+            reader = self._r()
+            last = 0
+            while True:
+                ids = [row["id"] for row in await reader.fetch(candidates, last, *args)]
+                if not ids:
+                    return
+                last = ids[-1]
+                async with reader.transaction(isolation="repeatable_read", readonly=True):
+                    yield await reader.fetch(record, ids)
+
+        return _ReadAhead(batches())
 
     def _count(self, model: str, rows: int, size: int) -> None:
         found = self.report.models[model]
