@@ -191,3 +191,28 @@ async def test_rows_come_back_after_a_column_was_added_to_their_table(
         assert await _count(settings, "default", "SELECT count(*) FROM media") == 2
         assert await _count(settings, "archive", "SELECT count(*) FROM archived_media") == 0
         assert made["media"]
+
+
+async def test_a_copy_that_does_not_read_back_as_sent_keeps_nothing(
+    database_env: dict[str, str],
+) -> None:
+    async with mover_databases(database_env) as (env, settings):
+        await seed(settings.databases["default"], users=1)
+        before = await snapshot(settings.databases["default"])
+        conn = await settings.databases["archive"].connect()
+        try:
+            # Something between the mover and the disk changes what is stored.
+            await conn.execute(
+                "CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "NEW.data := NEW.data || '{\"tampered\": true}'; RETURN NEW; END $$; "
+                "CREATE TRIGGER tamper BEFORE INSERT ON archived_media "
+                "FOR EACH ROW EXECUTE FUNCTION tamper()"
+            )
+        finally:
+            await conn.close()
+        report = await _mover(env, settings).run(RunRequest(), trigger="cli")
+        assert report.state == "failed"
+        assert "did not match" in (report.message or "")
+        assert await snapshot(settings.databases["default"]) == before
+        assert await _count(settings, "archive", "SELECT count(*) FROM archived_media") == 0
+        assert await _count(settings, "archive", "SELECT count(*) FROM archive_batches") == 0

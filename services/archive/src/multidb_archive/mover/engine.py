@@ -4,9 +4,11 @@ and come back, with no transaction spanning both and nothing lost or duplicated.
 One archive batch:
 
 1. S, ``REPEATABLE READ``: read the batch whole (row, dependents, links) and its checksums.
-2. T, one transaction: upsert the rows on ``original_id`` and write the ledger entry
+2. T, one transaction: upsert the rows on ``original_id``, and write the ledger entry
    (``copied``, the ids, the checksum). Commit.
-3. T: read the batch back and compare count and checksums.
+3. In that same transaction, before the ledger entry: the archive's own checksums of the
+   rows as stored (``RETURNING``), compared with the default's, row for row, and counted.
+   A difference rolls the batch back and stops the run.
 4. S, ``REPEATABLE READ``: read the batch again. Rows whose checksum changed since 1, or
    that something now holds back, stay. Delete the rest. Anything committed after this
    snapshot that touches a deleted row (an update, a new dependent, a new link) makes
@@ -686,8 +688,10 @@ class _Run:
         )
         batch_checksum = _batch_checksum([checksums[i] for i in ids])
         async with self.target.transaction():
-            await self.target.execute(
-                insert,
+            # Step 3 in the same statement: the archive's own checksum of each row as stored
+            # (its jsonb, parsed and written), against the one the default computed.
+            stored = await self.target.fetch(
+                f"{insert} RETURNING original_id, {records.CHECKSUM} AS checksum",
                 ids,
                 [row["data"] for row in batch],
                 [row["dependents"] for row in batch],
@@ -697,6 +701,10 @@ class _Run:
                 reason,
                 *extracted,
             )
+            if {row["original_id"]: row["checksum"] for row in stored} != checksums:
+                # Not a caller's mistake and not a crash: nothing is kept, the run stops.
+                msg = f"{model}: the archive's copy of a batch did not match the rows read"
+                raise MoverError(msg)
             ledger = await self.target.fetchval(
                 "INSERT INTO archive_batches (run_id, direction, model, ids, checksum, state, "
                 "rows) VALUES ($1, 'archive', $2, $3, $4, 'copied', $5) RETURNING id",
@@ -706,16 +714,6 @@ class _Run:
                 batch_checksum,
                 len(ids),
             )
-        stored = await self.target.fetch(
-            f"SELECT original_id, {records.CHECKSUM} AS checksum "
-            f"FROM {keys.quote(entry.archive_table)} WHERE original_id = ANY($1::bigint[])",
-            ids,
-        )
-        if {row["original_id"]: row["checksum"] for row in stored} != checksums:
-            # Not a caller's mistake and not a crash: undo the copy, stop the run.
-            await self._close_batch(entry, ledger, ids, ids)
-            msg = f"{model}: the archive's copy of a batch did not match the rows read"
-            raise MoverError(msg)
         kept, deleted = await self._delete(plan, ids, {row["id"]: row["version"] for row in batch})
         await self._close_batch(entry, ledger, ids, kept)
         found = self.report.models[model]
