@@ -1,9 +1,12 @@
 """Archiving through the archive service, the gateway and ``multidb archive``.
 
-Real processes (the archive service and the gateway), real PostgreSQL. The rows the tests
-archive are their own: seeded in the shared default database with timestamps from 2001,
-under a policy that only moves rows older than ten years, and removed (from both
-databases) at the end of each test.
+Real processes (the archive service and the gateway), real PostgreSQL. Everything here
+(the service app, the fleet, the command's processes) archives in a default and an archive
+database of this module's own (``own_databases``), never in the suite's shared ones: a run
+there would make the mover's login on the shared default database, and count rows other
+tests own. The rows a test archives are seeded with timestamps from 2001 (older than every
+default policy) and removed from those databases at its end, so the next test's counts are
+its own rows only.
 """
 
 from __future__ import annotations
@@ -28,45 +31,51 @@ from multidb.jobs import LOCK_SPACE, lock_key
 from multidb.plugins import get_roles
 from multidb.service import create_role_app
 from multidb.settings import DatabaseSettings, Settings, load_settings
+from tests.archiving import own_databases
 from tests.conftest import ADMIN, API_KEY, JWT_SECRET, bearer
 from tests.fleet import GATEWAY, ProcessFleet
 from tests.processes import poll
 
 WAIT_S = 60.0
 PROBLEM = "application/problem+json"
-# Only rows older than ten years move: the ones these tests seed (2001), nobody else's.
-POLICY = "Media: untouched 3650d, People: deleted 3650d, User: deleted 3650d"
+# Older than every default policy (Media: untouched 365d, People/User: deleted 30d).
 OLD = datetime(2001, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def archive_env(database_env: dict[str, str]) -> dict[str, str]:
+def own_env(database_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The suite's variables, with the default and archive roles on databases of this
+    module's own (dropped at its end, with the login the mover made)."""
+    with own_databases(database_env) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def archive_env(own_env: dict[str, str]) -> dict[str, str]:
     return {
         **os.environ,
-        **database_env,
+        **own_env,
         "API_KEYS": API_KEY,
         "JWT_SECRET": JWT_SECRET,
         "MULTI_DB_ENV_FILE": os.devnull,
-        "MULTI_DB_ARCHIVE_POLICY": POLICY,
-        "MULTI_DB_ARCHIVE_INTERVAL": "off",
     }
 
 
 @pytest.fixture(scope="module")
-def databases(archive_env: dict[str, str]) -> dict[str, DatabaseSettings]:
-    return load_settings(archive_env, get_roles()).databases
+def own_settings(own_env: dict[str, str]) -> Settings:
+    return load_settings({**own_env, "API_KEYS": API_KEY, "JWT_SECRET": JWT_SECRET}, get_roles())
+
+
+@pytest.fixture(scope="module")
+def databases(own_settings: Settings) -> dict[str, DatabaseSettings]:
+    return own_settings.databases
 
 
 @pytest.fixture(scope="module")
 def fleet(
-    database_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    own_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProcessFleet]:
-    fleet = ProcessFleet(
-        database_env,
-        tmp_path_factory.mktemp("archive-logs"),
-        MULTI_DB_ARCHIVE_POLICY=POLICY,
-        MULTI_DB_ARCHIVE_INTERVAL="off",
-    )
+    fleet = ProcessFleet(own_env, tmp_path_factory.mktemp("archive-logs"))
     try:
         fleet.start("archive")
         fleet.start(GATEWAY)
@@ -332,9 +341,10 @@ def test_the_archive_service_down_is_503(fleet: ProcessFleet, gateway: httpx.Cli
 
 
 async def test_without_the_default_database_runs_are_refused_and_status_says_why(
-    settings: Settings,
+    own_settings: Settings,
 ) -> None:
-    alone = msgspec.structs.replace(settings, databases={"archive": settings.databases["archive"]})
+    archive = own_settings.databases["archive"]
+    alone = msgspec.structs.replace(own_settings, databases={"archive": archive})
     async with AsyncTestClient(app=create_role_app("archive", alone)) as client:
         answer = await client.post("/runs", json={}, headers=ADMIN)
         assert answer.status_code == 503, answer.text
