@@ -27,10 +27,12 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
+from multidb.auth import mint_token
 from multidb.jobs import LOCK_SPACE, lock_key
 from multidb.plugins import get_roles
 from multidb.service import create_role_app
 from multidb.settings import DatabaseSettings, Settings, load_settings
+from multidb_archive.runs import REQUESTER_MAX, requester
 from tests.archiving import own_databases
 from tests.conftest import ADMIN, API_KEY, JWT_SECRET, bearer
 from tests.fleet import GATEWAY, ProcessFleet
@@ -300,6 +302,46 @@ def test_runs_need_db_admin(gateway: httpx.Client) -> None:
     assert (
         gateway.get("/database/archive/runs", headers=bearer("db:admin:archive")).status_code == 200
     )
+
+
+def test_a_subject_longer_than_the_column_still_starts_a_run(
+    gateway: httpx.Client, seeded: Seeded, databases: dict[str, DatabaseSettings]
+) -> None:
+    # requested_by and archived_by hold 255 characters; a JWT's sub is the caller's to pick.
+    subject = "tester\x00" + "é" * 400
+    token = mint_token(JWT_SECRET, subject, ["db:admin"], 3600)
+    asyncio.run(seeded.seed(users=1, media=0))
+    _idle(gateway)
+    answer = gateway.post(
+        "/database/archive/runs",
+        json={"models": ["User"]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 202, answer.text
+    requested_by = answer.json()["requested_by"]
+    assert len(requested_by) == REQUESTER_MAX
+    assert requested_by.startswith("tester\ufffdééé")
+    assert "…" in requested_by
+    report = _finished(gateway, answer.headers["location"])
+    assert (report["state"], report["requested_by"]) == ("done", requested_by), report
+
+    async def archived_by() -> str:
+        async with _connected(databases["archive"]) as conn:
+            found: str = await conn.fetchval(
+                "SELECT archived_by FROM archived_users WHERE original_id = $1", seeded.users[0]
+            )
+            return found
+
+    assert asyncio.run(archived_by()) == requested_by
+
+
+def test_long_subjects_are_cut_apart_and_short_ones_kept() -> None:
+    assert requester("api-key:ops") == "api-key:ops"
+    assert requester("a" * REQUESTER_MAX) == "a" * REQUESTER_MAX
+    one, two = requester("a" * 300 + "1"), requester("a" * 300 + "2")
+    assert len(one) == len(two) == REQUESTER_MAX
+    assert one != two, "two subjects that share their beginning stay apart"
+    assert requester("x\ud800y") == "x\ufffdy"
 
 
 def test_an_unknown_run_is_404(gateway: httpx.Client) -> None:

@@ -38,7 +38,7 @@ from multidb_archive.mover import (
     RunReport,
     RunRequest,
 )
-from multidb_archive.runs import NO_SOURCE, archive_settings
+from multidb_archive.runs import NO_SOURCE, archive_settings, requester
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -169,7 +169,10 @@ async def _run(settings: Settings, request: RunRequest, as_json: bool) -> int:
         label = "unarchive" if request.kind == "unarchive" else "archive"
         with _progress(label + (" (dry run)" if request.dry_run else "")) as progress:
             report = await mover.run(
-                request, trigger="cli", requested_by=f"cli:{getpass.getuser()}", progress=progress
+                request,
+                trigger="cli",
+                requested_by=requester(f"cli:{getpass.getuser()}"),
+                progress=progress,
             )
     finally:
         await mover.close()
