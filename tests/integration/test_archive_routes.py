@@ -481,3 +481,34 @@ def test_the_command_line_says_busy_with_exit_3(
     busy = asyncio.run(while_held())
     assert busy.returncode == 3, (busy.stdout, busy.stderr)
     assert "another run holds the mover" in busy.stderr
+
+
+def test_the_command_line_says_a_database_is_unreachable_in_one_line(
+    archive_env: dict[str, str],
+) -> None:
+    # The archive database down: no run can start (nor a status be read), one line, exit 1.
+    archive_down = {**archive_env, "MULTI_DB_ARCHIVE_PORT": "1"}
+    for args in (
+        ("status",),
+        ("status", "--json"),
+        ("run", "User"),
+        ("run", "--dry-run"),
+        ("unarchive", "User", "1"),
+        ("unarchive", "--all", "User"),
+    ):
+        refused = _multidb(archive_down, *args)
+        assert refused.returncode == 1, (args, refused.stdout, refused.stderr)
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, refused.stdout, refused.stderr)
+        assert lines[0] == (
+            "multidb archive: database 'archive' is unavailable: connection refused"
+        ), args
+        assert refused.stdout == "", (args, refused.stdout)
+    # The default database down: the run starts, fails, and its report says why.
+    default_down = {**archive_env, "DB_PORT": "1"}
+    for args in (("run", "User"), ("unarchive", "User", "1")):
+        failed = _multidb(default_down, *args)
+        assert failed.returncode == 1, (args, failed.stdout, failed.stderr)
+        assert "Traceback" not in failed.stderr, (args, failed.stderr)
+        assert ": failed" in failed.stdout, (args, failed.stdout)
+        assert "database 'default' is unavailable" in failed.stdout, (args, failed.stdout)

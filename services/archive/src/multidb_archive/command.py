@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from multidb.cli import command_environment
-from multidb.errors import CONNECTION_ERRORS, describe
+from multidb.errors import CONNECTION_ERRORS, MultiDBError, describe
 from multidb.plugins import get_roles
 from multidb.settings import Settings, load_settings, variable_name
 from multidb_archive.mover import (
@@ -208,6 +208,11 @@ def _guarded(work: Callable[[Settings], Coroutine[Any, Any, int]]) -> int:
         return EXIT_BUSY
     except (*UNREACHABLE, asyncpg.PostgresError) as exc:
         print(f"multidb archive: database unavailable: {describe(exc, 10_000)}", file=sys.stderr)
+        return EXIT_FAILED
+    except MultiDBError as exc:
+        # Above all DatabaseUnavailableError ("database 'archive' is unavailable: ..."): the
+        # mover's line, meant for a person, names the database already.
+        print(f"multidb archive: {exc.detail}", file=sys.stderr)
         return EXIT_FAILED
 
 
