@@ -15,6 +15,8 @@ import asyncpg
 from multidb import migrations
 from multidb.plugins import get_roles
 from multidb.settings import DatabaseSettings, Settings, load_settings
+from multidb_archive.mover.keys import quote
+from multidb_archive.mover.login import derive_login
 
 # Rows older than every default policy (Media: untouched 365d, People/User: deleted 30d).
 OLD = "now() - interval '400 days'"
@@ -32,7 +34,8 @@ async def mover_databases(
 
     ``servers``: variables that put a role on another server (``spare_cluster.environment``);
     each database is made on its role's server. One on a server that is down at the end (a
-    throw-away cluster a test stopped) is left there."""
+    throw-away cluster a test stopped) is left there. At the end the databases go, and so
+    does the login the mover made for the default one (``<database>_archiver``)."""
     suffix = secrets.token_hex(4)
     names = {"default": f"mover_default_{suffix}", "archive": f"mover_archive_{suffix}"}
     full = {
@@ -68,6 +71,11 @@ async def mover_databases(
                 continue  # a throw-away server a test stopped: it goes with its folder
             try:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{names[role]}" WITH (FORCE)')
+                if role == "default":
+                    # The mover's login outlives the database (roles are the cluster's):
+                    # left behind, it would show up beside the suite's own logins.
+                    login = derive_login(settings.databases["default"]).username
+                    await admin.execute(f"DROP ROLE IF EXISTS {quote(login)}")
             finally:
                 await admin.close()
 

@@ -1,9 +1,12 @@
 """Archiving through the archive service, the gateway and ``multidb archive``.
 
-Real processes (the archive service and the gateway), real PostgreSQL. The rows the tests
-archive are their own: seeded in the shared default database with timestamps from 2001,
-under a policy that only moves rows older than ten years, and removed (from both
-databases) at the end of each test.
+Real processes (the archive service and the gateway), real PostgreSQL. Everything here
+(the service app, the fleet, the command's processes) archives in a default and an archive
+database of this module's own (``own_databases``), never in the suite's shared ones: a run
+there would make the mover's login on the shared default database, and count rows other
+tests own. The rows a test archives are seeded with timestamps from 2001 (older than every
+default policy) and removed from those databases at its end, so the next test's counts are
+its own rows only.
 """
 
 from __future__ import annotations
@@ -24,49 +27,57 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
+from multidb.auth import mint_token
 from multidb.jobs import LOCK_SPACE, lock_key
 from multidb.plugins import get_roles
 from multidb.service import create_role_app
 from multidb.settings import DatabaseSettings, Settings, load_settings
+from multidb_archive.runs import REQUESTER_MAX, requester
+from tests.archiving import own_databases
 from tests.conftest import ADMIN, API_KEY, JWT_SECRET, bearer
 from tests.fleet import GATEWAY, ProcessFleet
 from tests.processes import poll
 
 WAIT_S = 60.0
 PROBLEM = "application/problem+json"
-# Only rows older than ten years move: the ones these tests seed (2001), nobody else's.
-POLICY = "Media: untouched 3650d, People: deleted 3650d, User: deleted 3650d"
+# Older than every default policy (Media: untouched 365d, People/User: deleted 30d).
 OLD = datetime(2001, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def archive_env(database_env: dict[str, str]) -> dict[str, str]:
+def own_env(database_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The suite's variables, with the default and archive roles on databases of this
+    module's own (dropped at its end, with the login the mover made)."""
+    with own_databases(database_env) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def archive_env(own_env: dict[str, str]) -> dict[str, str]:
     return {
         **os.environ,
-        **database_env,
+        **own_env,
         "API_KEYS": API_KEY,
         "JWT_SECRET": JWT_SECRET,
         "MULTI_DB_ENV_FILE": os.devnull,
-        "MULTI_DB_ARCHIVE_POLICY": POLICY,
-        "MULTI_DB_ARCHIVE_INTERVAL": "off",
     }
 
 
 @pytest.fixture(scope="module")
-def databases(archive_env: dict[str, str]) -> dict[str, DatabaseSettings]:
-    return load_settings(archive_env, get_roles()).databases
+def own_settings(own_env: dict[str, str]) -> Settings:
+    return load_settings({**own_env, "API_KEYS": API_KEY, "JWT_SECRET": JWT_SECRET}, get_roles())
+
+
+@pytest.fixture(scope="module")
+def databases(own_settings: Settings) -> dict[str, DatabaseSettings]:
+    return own_settings.databases
 
 
 @pytest.fixture(scope="module")
 def fleet(
-    database_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    own_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProcessFleet]:
-    fleet = ProcessFleet(
-        database_env,
-        tmp_path_factory.mktemp("archive-logs"),
-        MULTI_DB_ARCHIVE_POLICY=POLICY,
-        MULTI_DB_ARCHIVE_INTERVAL="off",
-    )
+    fleet = ProcessFleet(own_env, tmp_path_factory.mktemp("archive-logs"))
     try:
         fleet.start("archive")
         fleet.start(GATEWAY)
@@ -293,6 +304,46 @@ def test_runs_need_db_admin(gateway: httpx.Client) -> None:
     )
 
 
+def test_a_subject_longer_than_the_column_still_starts_a_run(
+    gateway: httpx.Client, seeded: Seeded, databases: dict[str, DatabaseSettings]
+) -> None:
+    # requested_by and archived_by hold 255 characters; a JWT's sub is the caller's to pick.
+    subject = "tester\x00" + "é" * 400
+    token = mint_token(JWT_SECRET, subject, ["db:admin"], 3600)
+    asyncio.run(seeded.seed(users=1, media=0))
+    _idle(gateway)
+    answer = gateway.post(
+        "/database/archive/runs",
+        json={"models": ["User"]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 202, answer.text
+    requested_by = answer.json()["requested_by"]
+    assert len(requested_by) == REQUESTER_MAX
+    assert requested_by.startswith("tester\ufffdééé")
+    assert "…" in requested_by
+    report = _finished(gateway, answer.headers["location"])
+    assert (report["state"], report["requested_by"]) == ("done", requested_by), report
+
+    async def archived_by() -> str:
+        async with _connected(databases["archive"]) as conn:
+            found: str = await conn.fetchval(
+                "SELECT archived_by FROM archived_users WHERE original_id = $1", seeded.users[0]
+            )
+            return found
+
+    assert asyncio.run(archived_by()) == requested_by
+
+
+def test_long_subjects_are_cut_apart_and_short_ones_kept() -> None:
+    assert requester("api-key:ops") == "api-key:ops"
+    assert requester("a" * REQUESTER_MAX) == "a" * REQUESTER_MAX
+    one, two = requester("a" * 300 + "1"), requester("a" * 300 + "2")
+    assert len(one) == len(two) == REQUESTER_MAX
+    assert one != two, "two subjects that share their beginning stay apart"
+    assert requester("x\ud800y") == "x\ufffdy"
+
+
 def test_an_unknown_run_is_404(gateway: httpx.Client) -> None:
     for run_id in ("000000000000", "not a run id at all", "x" * 100):
         answer = gateway.get(f"/database/archive/runs/{run_id}", headers=ADMIN)
@@ -332,9 +383,10 @@ def test_the_archive_service_down_is_503(fleet: ProcessFleet, gateway: httpx.Cli
 
 
 async def test_without_the_default_database_runs_are_refused_and_status_says_why(
-    settings: Settings,
+    own_settings: Settings,
 ) -> None:
-    alone = msgspec.structs.replace(settings, databases={"archive": settings.databases["archive"]})
+    archive = own_settings.databases["archive"]
+    alone = msgspec.structs.replace(own_settings, databases={"archive": archive})
     async with AsyncTestClient(app=create_role_app("archive", alone)) as client:
         answer = await client.post("/runs", json={}, headers=ADMIN)
         assert answer.status_code == 503, answer.text
@@ -429,3 +481,34 @@ def test_the_command_line_says_busy_with_exit_3(
     busy = asyncio.run(while_held())
     assert busy.returncode == 3, (busy.stdout, busy.stderr)
     assert "another run holds the mover" in busy.stderr
+
+
+def test_the_command_line_says_a_database_is_unreachable_in_one_line(
+    archive_env: dict[str, str],
+) -> None:
+    # The archive database down: no run can start (nor a status be read), one line, exit 1.
+    archive_down = {**archive_env, "MULTI_DB_ARCHIVE_PORT": "1"}
+    for args in (
+        ("status",),
+        ("status", "--json"),
+        ("run", "User"),
+        ("run", "--dry-run"),
+        ("unarchive", "User", "1"),
+        ("unarchive", "--all", "User"),
+    ):
+        refused = _multidb(archive_down, *args)
+        assert refused.returncode == 1, (args, refused.stdout, refused.stderr)
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, refused.stdout, refused.stderr)
+        assert lines[0] == (
+            "multidb archive: database 'archive' is unavailable: connection refused"
+        ), args
+        assert refused.stdout == "", (args, refused.stdout)
+    # The default database down: the run starts, fails, and its report says why.
+    default_down = {**archive_env, "DB_PORT": "1"}
+    for args in (("run", "User"), ("unarchive", "User", "1")):
+        failed = _multidb(default_down, *args)
+        assert failed.returncode == 1, (args, failed.stdout, failed.stderr)
+        assert "Traceback" not in failed.stderr, (args, failed.stderr)
+        assert ": failed" in failed.stdout, (args, failed.stdout)
+        assert "database 'default' is unavailable" in failed.stdout, (args, failed.stdout)

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from multidb.cli import command_environment
-from multidb.errors import CONNECTION_ERRORS, describe
+from multidb.errors import CONNECTION_ERRORS, MultiDBError, describe
 from multidb.plugins import get_roles
 from multidb.settings import Settings, load_settings, variable_name
 from multidb_archive.mover import (
@@ -38,7 +38,7 @@ from multidb_archive.mover import (
     RunReport,
     RunRequest,
 )
-from multidb_archive.runs import NO_SOURCE, archive_settings
+from multidb_archive.runs import NO_SOURCE, archive_settings, requester
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -169,7 +169,10 @@ async def _run(settings: Settings, request: RunRequest, as_json: bool) -> int:
         label = "unarchive" if request.kind == "unarchive" else "archive"
         with _progress(label + (" (dry run)" if request.dry_run else "")) as progress:
             report = await mover.run(
-                request, trigger="cli", requested_by=f"cli:{getpass.getuser()}", progress=progress
+                request,
+                trigger="cli",
+                requested_by=requester(f"cli:{getpass.getuser()}"),
+                progress=progress,
             )
     finally:
         await mover.close()
@@ -205,6 +208,11 @@ def _guarded(work: Callable[[Settings], Coroutine[Any, Any, int]]) -> int:
         return EXIT_BUSY
     except (*UNREACHABLE, asyncpg.PostgresError) as exc:
         print(f"multidb archive: database unavailable: {describe(exc, 10_000)}", file=sys.stderr)
+        return EXIT_FAILED
+    except MultiDBError as exc:
+        # Above all DatabaseUnavailableError ("database 'archive' is unavailable: ..."): the
+        # mover's line, meant for a person, names the database already.
+        print(f"multidb archive: {exc.detail}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -48,6 +49,10 @@ JOB_TIMEOUT_S = 6 * 3600.0
 # shorter): a service that restarts often does not archive at every start.
 FIRST_RUN_DELAY_S = 60.0
 NO_SOURCE = "the default database is not configured for the archive service"
+# archive_runs.requested_by and archived_*.archived_by are VARCHAR(255): who asked for a run
+# is stored in both, so it is cut to fit (see requester).
+REQUESTER_MAX = 255
+_DIGEST_CHARS = 16
 
 
 def archive_settings(settings: Settings) -> ArchiveSettings:
@@ -82,14 +87,34 @@ def service_mover(runtime: RoleRuntime) -> Mover:
     return mover
 
 
+def requester(subject: str) -> str:
+    """``subject`` (a caller's, e.g. a JWT's ``sub``) as a run's ``requested_by``: what the
+    columns can hold, whatever the caller sent.
+
+    Characters PostgreSQL text cannot store (NUL, a lone surrogate) become U+FFFD. A subject
+    longer than :data:`REQUESTER_MAX` keeps its beginning, so a person still reads who it
+    was, then ``…`` and the first hex digits of the whole subject's SHA-256, so two long
+    subjects that share a beginning stay apart (a hash alone would say nothing to a reader;
+    a bare cut would make them one)."""
+    cleaned = "".join(
+        "\ufffd" if char == "\x00" or "\ud800" <= char <= "\udfff" else char for char in subject
+    )
+    if len(cleaned) <= REQUESTER_MAX:
+        return cleaned
+    whole = subject.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(whole).hexdigest()[:_DIGEST_CHARS]
+    return f"{cleaned[: REQUESTER_MAX - _DIGEST_CHARS - 1]}…{digest}"
+
+
 async def start_run(runtime: RoleRuntime, request: RunRequest, requested_by: str) -> RunReport:
-    """Start a run for an HTTP caller: 400 for a request the mover refuses, 409 while
-    another mover runs, 503 without a source or with the archive database down."""
+    """Start a run for an HTTP caller (``requested_by``: its subject, cut to fit by
+    :func:`requester`): 400 for a request the mover refuses, 409 while another mover runs,
+    503 without a source or with the archive database down."""
     mover = service_mover(runtime)
     if mover.source is None:
         raise DatabaseUnavailableError(NO_SOURCE)
     try:
-        return await mover.start(request, trigger="http", requested_by=requested_by)
+        return await mover.start(request, trigger="http", requested_by=requester(requested_by))
     except MoverBusyError as exc:
         raise ConflictError(f"another archive run holds the mover: {exc}") from None
     except MoverError as exc:
