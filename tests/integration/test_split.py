@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -439,3 +440,100 @@ def test_bad_input_is_one_line_and_changes_nothing(stage: Stage) -> None:
     assert "analytics.system_metrics" in lacking
     assert "logging.error_logs" in lacking
     _nothing_changed(stage, before)
+
+
+def _failed_line(answer: subprocess.CompletedProcess[str], stage: Stage) -> str:
+    """The one line on stderr of a split that failed once something changed (exit 1)."""
+    assert answer.returncode == 1, (answer.stdout, answer.stderr)
+    assert "Traceback" not in answer.stderr
+    lines = answer.stderr.strip().splitlines()
+    assert len(lines) == 1, answer.stderr
+    assert stage.password not in answer.stderr
+    return lines[0]
+
+
+async def _blocked_split(
+    stage: Stage,
+    database: DatabaseSettings,
+    lock: str,
+    while_blocked: Callable[[asyncpg.Connection], Awaitable[None]],
+    *args: str,
+) -> subprocess.CompletedProcess[str]:
+    """Run the split while this test holds ``lock`` (a LOCK TABLE statement) in
+    ``database``; once the split waits for it, ``while_blocked`` (given the connection
+    holding the lock, inside its transaction), then the transaction commits, releasing the
+    lock. The split must end within a minute of that."""
+    holder = await database.connect(server_settings=SESSION)
+    watcher = await database.connect()
+    process = None
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute(lock)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "multidb.cli", "split", "--quiet", "--source", stage.url, *args),
+            env=stage.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while not await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'multidb split'"
+            " AND datname = current_database() AND wait_event_type = 'Lock'"
+        ):
+            if process.returncode is not None:
+                out, err = await process.communicate()
+                pytest.fail(f"the split ended first: {out.decode()} {err.decode()}")
+            assert loop.time() < deadline, "the split never blocked"
+            await asyncio.sleep(0.05)  # polling observable state, not papering over a race
+        await while_blocked(holder)
+        await holder.execute("COMMIT")
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+        except TimeoutError:
+            pytest.fail("the split still ran a minute after it was unblocked")
+        return subprocess.CompletedProcess([], process.returncode or 0, out.decode(), err.decode())
+    finally:
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+        await holder.close()
+        await watcher.close()
+
+
+def test_a_failure_once_the_targets_changed_is_exit_1_not_bad_input(
+    stage: Stage, roles: dict[str, RoleSpec]
+) -> None:
+    # The archive target is migrated, the copy waits on the test's lock, and meanwhile the
+    # target stops accepting connections: the split's next connection to it fails.
+    migrations.upgrade(roles["archive"], "head", stage.targets["archive"])
+    name = TARGETS["archive"]
+
+    async def refuse_connections(_: asyncpg.Connection) -> None:
+        await _with(
+            stage.source,
+            lambda conn: conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'),
+        )
+
+    try:
+        failed = asyncio.run(
+            _blocked_split(
+                stage,
+                stage.targets["archive"],
+                "LOCK TABLE archived_users IN SHARE MODE",
+                refuse_connections,
+                "--jobs",
+                "1",
+            )
+        )
+    finally:
+        asyncio.run(
+            _with(
+                stage.source,
+                lambda conn: conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'),
+            )
+        )
+    line = _failed_line(failed, stage)
+    assert "archive: cannot connect to its database" in line
+    assert "run again with --resume" in line

@@ -4,6 +4,8 @@ Nothing changes anywhere until every check passed (tables present, columns compa
 targets empty unless resuming); a dry run stops there. The source is only read, in one
 snapshot, except that ``drop_source_tables`` drops the copied tables in one transaction
 once every one of them verified.
+A :class:`SplitError` (bad input) is raised only before anything changed; from the
+targets' migrations on, a failure is a :class:`SplitFailedError` or the error itself.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from multidb.plugins import get_plugin_manager
 from multidb.roles import RoleSpec
 from multidb.settings import DatabaseSettings
 from multidb.split import copy, plan, verify
-from multidb.split.errors import SplitError
+from multidb.split.errors import SplitError, SplitFailedError
 from multidb.split.source import SESSION_SETTINGS, connect_source, display
 
 # (phase, table, rows done, rows expected or None) as work advances.
@@ -236,7 +238,8 @@ async def split(
 ) -> SplitReport:
     """Split the source into the role databases as ``options`` say; the report.
 
-    :class:`SplitError` when the input is wrong (then nothing changed anywhere).
+    :class:`SplitError` when the input is wrong (then nothing changed anywhere);
+    :class:`SplitFailedError` for what went wrong once the targets began to change.
     """
     started = time.monotonic()
     report = SplitReport(source=display(options.source), dry_run=options.dry_run)
@@ -268,25 +271,32 @@ async def split(
             return report
 
         await targets.close()  # the migrations may need the tables to themselves
-        for role in splits:
-            say("migrate", role.role, 0, None)
-            await asyncio.to_thread(migrations.upgrade, roles[role.role], "head", role.database)
-            report.migrated.append(role.role)
-        # Again, now against the migrated tables (the checks above read the models).
-        plans = await _check(holder, roles, splits, targets, resume=options.resume)
-        items = [(p, item[1]) for p, item in zip(plans, items, strict=True)]
-        async with _source_pool(options.source, snapshot, options.jobs) as pool:
-            report.copy_s = await _copy_all(items, pool, targets.databases, options, say)
-            report.verify_s = await _verify_all(items, pool, targets.databases, options, say)
-        if report.verified:
+        try:  # from here on something changed: a SplitError is no longer bad input
             for role in splits:
-                await _rows_arrived(role.role, targets)
-        if options.drop_source_tables and report.verified:
-            await holder.execute("ROLLBACK")  # the snapshot's read-only transaction
-            async with holder.transaction():
-                names = ", ".join(quote_identifier(p.table) for p, _ in items)
-                await holder.execute(f"DROP TABLE {names}")
-            report.dropped = [p.table for p, _ in items]
+                say("migrate", role.role, 0, None)
+                await asyncio.to_thread(migrations.upgrade, roles[role.role], "head", role.database)
+                report.migrated.append(role.role)
+            # Again, now against the migrated tables (the checks above read the models).
+            plans = await _check(holder, roles, splits, targets, resume=options.resume)
+            items = [(p, item[1]) for p, item in zip(plans, items, strict=True)]
+            async with _source_pool(options.source, snapshot, options.jobs) as pool:
+                report.copy_s = await _copy_all(items, pool, targets.databases, options, say)
+                report.verify_s = await _verify_all(items, pool, targets.databases, options, say)
+            if report.verified:
+                for role in splits:
+                    await _rows_arrived(role.role, targets)
+            if options.drop_source_tables and report.verified:
+                await holder.execute("ROLLBACK")  # the snapshot's read-only transaction
+                async with holder.transaction():
+                    names = ", ".join(quote_identifier(p.table) for p, _ in items)
+                    await holder.execute(f"DROP TABLE {names}")
+                report.dropped = [p.table for p, _ in items]
+        except SplitError as exc:  # found once the targets began to change: not bad input
+            msg = (
+                f"{exc}; the targets may hold part of the copy (the source was not changed): "
+                "fix that, then run again with --resume"
+            )
+            raise SplitFailedError(msg) from None
     finally:
         await targets.close()
         with contextlib.suppress(Exception):
