@@ -502,6 +502,52 @@ async def _blocked_split(
         await watcher.close()
 
 
+def test_a_source_failing_mid_batch_fails_the_split_and_resume_completes(
+    stage: Stage, roles: dict[str, RoleSpec]
+) -> None:
+    # Rows large enough (about 50 MB in all) that the source's COPY of the table cannot
+    # finish into the split's buffers while the target's side of it waits on the test's lock.
+    async def enlarge(conn: asyncpg.Connection) -> None:
+        await conn.execute("UPDATE archived_users SET reason = repeat(md5(id::text), 500)")
+
+    asyncio.run(_with(stage.source, enlarge))
+    migrations.upgrade(roles["archive"], "head", stage.targets["archive"])
+
+    async def end_the_source_mid_copy(_: asyncpg.Connection) -> None:
+        watcher = await stage.source.connect()
+        try:
+            deadline = asyncio.get_running_loop().time() + 120
+            while not (
+                pid := await watcher.fetchval(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'multidb split'"
+                    " AND datname = current_database() AND wait_event = 'ClientWrite'"
+                    " AND query LIKE 'COPY%archived_users%'"
+                )
+            ):
+                assert asyncio.get_running_loop().time() < deadline, "the source never blocked"
+                await asyncio.sleep(0.05)  # polling observable state
+            assert await watcher.fetchval("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await watcher.close()
+
+    failed = asyncio.run(
+        _blocked_split(
+            stage,
+            stage.targets["archive"],
+            "LOCK TABLE archived_users IN SHARE MODE",
+            end_the_source_mid_copy,
+        )
+    )
+    line = _failed_line(failed, stage)
+    assert "--resume" in line
+
+    resumed = _split(stage, "--source", stage.url, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "DIFFERS" not in resumed.stdout
+    for table in SPLIT_TABLES["archive"]:
+        asyncio.run(_same_rows(stage.source, stage.targets["archive"], table))
+
+
 def test_a_failure_once_the_targets_changed_is_exit_1_not_bad_input(
     stage: Stage, roles: dict[str, RoleSpec]
 ) -> None:
