@@ -502,6 +502,51 @@ async def _blocked_split(
         await watcher.close()
 
 
+def test_rows_written_to_the_source_after_its_snapshot_keep_it_from_being_dropped(
+    stage: Stage, template: DatabaseSettings
+) -> None:
+    # The test's lock lets the split read the table, and the test write to it, but not the
+    # split drop it: once the split waits to drop, the test adds a row, after the snapshot
+    # the split copied and verified.
+    async def add_row(holder: asyncpg.Connection) -> None:
+        await holder.execute(
+            "INSERT INTO archived_users (id, original_id, username, archived_at, data)"
+            " VALUES ($1, $1, 'late', now(), '{}')",
+            ROWS + 1,
+        )
+
+    changed = asyncio.run(
+        _blocked_split(
+            stage,
+            stage.source,
+            "LOCK TABLE archived_users IN SHARE ROW EXCLUSIVE MODE",
+            add_row,
+            "--drop-source-tables",
+        )
+    )
+    line = _failed_line(changed, stage)
+    assert "the source changed after its snapshot (table archive.archived_users)" in line
+    assert "nothing was dropped" in line
+    assert "--resume" in line
+    left = asyncio.run(_with(stage.source, _tables))
+    assert {*SPLIT_TABLES["archive"], *SPLIT_TABLES["logging"]} <= left  # type: ignore[operator]
+
+    async def late_row(conn: asyncpg.Connection) -> int:
+        return int(
+            await conn.fetchval("SELECT count(*) FROM archived_users WHERE id = $1", ROWS + 1)
+        )
+
+    assert asyncio.run(_with(stage.source, late_row)) == 1
+
+    # As the line says: --resume copies the row added after the greatest copied key, then drops.
+    resumed = _split(stage, "--source", stage.url, "--resume", "--drop-source-tables")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "dropped from the source: " in resumed.stdout
+    assert asyncio.run(_with(stage.targets["archive"], late_row)) == 1
+    left = asyncio.run(_with(stage.source, _tables))
+    assert left == {*DEFAULT_TABLES, *(f"alembic_version_{role}" for role in monolith.ROLES)}
+
+
 def test_a_source_failing_mid_batch_fails_the_split_and_resume_completes(
     stage: Stage, roles: dict[str, RoleSpec]
 ) -> None:
