@@ -492,7 +492,14 @@ async def _blocked_split(
         try:
             out, err = await asyncio.wait_for(process.communicate(), 60)
         except TimeoutError:
-            pytest.fail("the split still ran a minute after it was unblocked")
+            sessions = await watcher.fetch(
+                "SELECT datname, state, wait_event_type, wait_event, left(query, 60) AS query"
+                " FROM pg_stat_activity WHERE application_name = 'multidb split'"
+            )
+            process.kill()
+            out, err = await process.communicate()
+            shown = [dict(row) for row in sessions]
+            pytest.fail(f"the split still ran a minute after it was unblocked: {shown} {err!r}")
         return subprocess.CompletedProcess([], process.returncode or 0, out.decode(), err.decode())
     finally:
         if process is not None and process.returncode is None:
@@ -569,7 +576,12 @@ def test_a_source_failing_mid_batch_fails_the_split_and_resume_completes(
                     " AND query LIKE 'COPY%archived_users%'"
                 )
             ):
-                assert asyncio.get_running_loop().time() < deadline, "the source never blocked"
+                if asyncio.get_running_loop().time() > deadline:
+                    sessions = await watcher.fetch(
+                        "SELECT state, wait_event, left(query, 60) AS query FROM"
+                        " pg_stat_activity WHERE application_name = 'multidb split'"
+                    )
+                    pytest.fail(f"the source never blocked: {[dict(row) for row in sessions]}")
                 await asyncio.sleep(0.05)  # polling observable state
             assert await watcher.fetchval("SELECT pg_terminate_backend($1)", pid)
         finally:
