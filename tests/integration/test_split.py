@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -439,3 +440,203 @@ def test_bad_input_is_one_line_and_changes_nothing(stage: Stage) -> None:
     assert "analytics.system_metrics" in lacking
     assert "logging.error_logs" in lacking
     _nothing_changed(stage, before)
+
+
+def _failed_line(answer: subprocess.CompletedProcess[str], stage: Stage) -> str:
+    """The one line on stderr of a split that failed once something changed (exit 1)."""
+    assert answer.returncode == 1, (answer.stdout, answer.stderr)
+    assert "Traceback" not in answer.stderr
+    lines = answer.stderr.strip().splitlines()
+    assert len(lines) == 1, answer.stderr
+    assert stage.password not in answer.stderr
+    return lines[0]
+
+
+async def _blocked_split(
+    stage: Stage,
+    database: DatabaseSettings,
+    lock: str,
+    while_blocked: Callable[[asyncpg.Connection], Awaitable[None]],
+    *args: str,
+) -> subprocess.CompletedProcess[str]:
+    """Run the split while this test holds ``lock`` (a LOCK TABLE statement) in
+    ``database``; once the split waits for it, ``while_blocked`` (given the connection
+    holding the lock, inside its transaction), then the transaction commits, releasing the
+    lock. The split must end within a minute of that."""
+    holder = await database.connect(server_settings=SESSION)
+    watcher = await database.connect()
+    process = None
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute(lock)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "multidb.cli", "split", "--quiet", "--source", stage.url, *args),
+            env=stage.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while not await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'multidb split'"
+            " AND datname = current_database() AND wait_event_type = 'Lock'"
+        ):
+            if process.returncode is not None:
+                out, err = await process.communicate()
+                pytest.fail(f"the split ended first: {out.decode()} {err.decode()}")
+            assert loop.time() < deadline, "the split never blocked"
+            await asyncio.sleep(0.05)  # polling observable state, not papering over a race
+        await while_blocked(holder)
+        await holder.execute("COMMIT")
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+        except TimeoutError:
+            sessions = await watcher.fetch(
+                "SELECT datname, state, wait_event_type, wait_event, left(query, 60) AS query"
+                " FROM pg_stat_activity WHERE application_name = 'multidb split'"
+            )
+            process.kill()
+            out, err = await process.communicate()
+            shown = [dict(row) for row in sessions]
+            pytest.fail(f"the split still ran a minute after it was unblocked: {shown} {err!r}")
+        return subprocess.CompletedProcess([], process.returncode or 0, out.decode(), err.decode())
+    finally:
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+        await holder.close()
+        await watcher.close()
+
+
+def test_rows_written_to_the_source_after_its_snapshot_keep_it_from_being_dropped(
+    stage: Stage, template: DatabaseSettings
+) -> None:
+    # The test's lock lets the split read the table, and the test write to it, but not the
+    # split drop it: once the split waits to drop, the test adds a row, after the snapshot
+    # the split copied and verified.
+    async def add_row(holder: asyncpg.Connection) -> None:
+        await holder.execute(
+            "INSERT INTO archived_users (id, original_id, username, archived_at, data)"
+            " VALUES ($1, $1, 'late', now(), '{}')",
+            ROWS + 1,
+        )
+
+    changed = asyncio.run(
+        _blocked_split(
+            stage,
+            stage.source,
+            "LOCK TABLE archived_users IN SHARE ROW EXCLUSIVE MODE",
+            add_row,
+            "--drop-source-tables",
+        )
+    )
+    line = _failed_line(changed, stage)
+    assert "the source changed after its snapshot (table archive.archived_users)" in line
+    assert "nothing was dropped" in line
+    assert "--resume" in line
+    left = asyncio.run(_with(stage.source, _tables))
+    assert {*SPLIT_TABLES["archive"], *SPLIT_TABLES["logging"]} <= left  # type: ignore[operator]
+
+    async def late_row(conn: asyncpg.Connection) -> int:
+        return int(
+            await conn.fetchval("SELECT count(*) FROM archived_users WHERE id = $1", ROWS + 1)
+        )
+
+    assert asyncio.run(_with(stage.source, late_row)) == 1
+
+    # As the line says: --resume copies the row added after the greatest copied key, then drops.
+    resumed = _split(stage, "--source", stage.url, "--resume", "--drop-source-tables")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "dropped from the source: " in resumed.stdout
+    assert asyncio.run(_with(stage.targets["archive"], late_row)) == 1
+    left = asyncio.run(_with(stage.source, _tables))
+    assert left == {*DEFAULT_TABLES, *(f"alembic_version_{role}" for role in monolith.ROLES)}
+
+
+def test_a_source_failing_mid_batch_fails_the_split_and_resume_completes(
+    stage: Stage, roles: dict[str, RoleSpec]
+) -> None:
+    # Rows large enough (about 50 MB in all) that the source's COPY of the table cannot
+    # finish into the split's buffers while the target's side of it waits on the test's lock.
+    async def enlarge(conn: asyncpg.Connection) -> None:
+        await conn.execute("UPDATE archived_users SET reason = repeat(md5(id::text), 500)")
+
+    asyncio.run(_with(stage.source, enlarge))
+    migrations.upgrade(roles["archive"], "head", stage.targets["archive"])
+
+    async def end_the_source_mid_copy(_: asyncpg.Connection) -> None:
+        watcher = await stage.source.connect()
+        try:
+            deadline = asyncio.get_running_loop().time() + 120
+            while not (
+                pid := await watcher.fetchval(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'multidb split'"
+                    " AND datname = current_database() AND wait_event = 'ClientWrite'"
+                    " AND query LIKE 'COPY%archived_users%'"
+                )
+            ):
+                if asyncio.get_running_loop().time() > deadline:
+                    sessions = await watcher.fetch(
+                        "SELECT state, wait_event, left(query, 60) AS query FROM"
+                        " pg_stat_activity WHERE application_name = 'multidb split'"
+                    )
+                    pytest.fail(f"the source never blocked: {[dict(row) for row in sessions]}")
+                await asyncio.sleep(0.05)  # polling observable state
+            assert await watcher.fetchval("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await watcher.close()
+
+    failed = asyncio.run(
+        _blocked_split(
+            stage,
+            stage.targets["archive"],
+            "LOCK TABLE archived_users IN SHARE MODE",
+            end_the_source_mid_copy,
+        )
+    )
+    line = _failed_line(failed, stage)
+    assert "--resume" in line
+
+    resumed = _split(stage, "--source", stage.url, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "DIFFERS" not in resumed.stdout
+    for table in SPLIT_TABLES["archive"]:
+        asyncio.run(_same_rows(stage.source, stage.targets["archive"], table))
+
+
+def test_a_failure_once_the_targets_changed_is_exit_1_not_bad_input(
+    stage: Stage, roles: dict[str, RoleSpec]
+) -> None:
+    # The archive target is migrated, the copy waits on the test's lock, and meanwhile the
+    # target stops accepting connections: the split's next connection to it fails.
+    migrations.upgrade(roles["archive"], "head", stage.targets["archive"])
+    name = TARGETS["archive"]
+
+    async def refuse_connections(_: asyncpg.Connection) -> None:
+        await _with(
+            stage.source,
+            lambda conn: conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'),
+        )
+
+    try:
+        failed = asyncio.run(
+            _blocked_split(
+                stage,
+                stage.targets["archive"],
+                "LOCK TABLE archived_users IN SHARE MODE",
+                refuse_connections,
+                "--jobs",
+                "1",
+            )
+        )
+    finally:
+        asyncio.run(
+            _with(
+                stage.source,
+                lambda conn: conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'),
+            )
+        )
+    line = _failed_line(failed, stage)
+    assert "archive: cannot connect to its database" in line
+    assert "run again with --resume" in line

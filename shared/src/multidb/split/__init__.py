@@ -11,7 +11,7 @@
 - :mod:`~multidb.split.command`: the ``multidb split`` command.
 """
 
-from multidb.split.errors import SplitError
+from multidb.split.errors import SplitError, SplitFailedError
 from multidb.split.run import SplitOptions, SplitReport, TableReport, split
 
-__all__ = ["SplitError", "SplitOptions", "SplitReport", "TableReport", "split"]
+__all__ = ["SplitError", "SplitFailedError", "SplitOptions", "SplitReport", "TableReport", "split"]

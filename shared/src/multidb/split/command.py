@@ -7,7 +7,8 @@ Every configured role whose database is not the source is migrated to head and g
 models' tables copied from the source (COPY, batches, one snapshot), then verified (row
 count and checksum per table); the role whose database is the source keeps it as it is.
 Exit codes: 0 done and every checksum matched (or a dry run), 1 a checksum differed or
-the copy failed midway (``--resume`` continues it), 2 bad input (nothing changed).
+anything failed once the targets began to change (``--resume`` continues), 2 bad input
+found before anything changed.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from multidb.errors import CONNECTION_ERRORS, describe, trace
 from multidb.plugins import get_roles
 from multidb.settings import load_settings
 from multidb.split.copy import BATCH_ROWS
-from multidb.split.errors import SplitError
+from multidb.split.errors import SplitError, SplitFailedError
 from multidb.split.run import JOBS, SplitOptions, SplitReport, split
 from multidb.split.run import Progress as ProgressCallback
 from multidb.split.source import parse_source
@@ -161,9 +162,12 @@ def cmd_split(args: argparse.Namespace) -> int:
         try:
             with _progress(args.quiet) as progress:
                 report = asyncio.run(split(options, roles, settings.databases, progress))
-        except SplitError as exc:
+        except SplitError as exc:  # raised only before anything changed
             print(f"multidb split: {exc}", file=sys.stderr)
             return 2
+        except SplitFailedError as exc:
+            print(f"multidb split: {exc}", file=sys.stderr)
+            return 1
         except (TimeoutError, *CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
             print(
                 f"multidb split: failed: {describe(exc)}; the source was not changed, "

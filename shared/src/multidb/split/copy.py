@@ -29,8 +29,20 @@ BATCH_ROWS = 10_000
 # chunks (each one network read) whatever the table's size.
 QUEUE_CHUNKS = 16
 
+# The most one batch's COPY may take, out of the source and into the target alike: a bound
+# on a wait that would otherwise be endless (a peer gone without closing its connection).
+BATCH_TIMEOUT_S = 30 * 60
+
 # (table plan, rows copied so far) after each batch.
 BatchDone = Callable[[TablePlan, int], None]
+
+
+class _SourceFailedError(Exception):
+    """Raised into the target's COPY when the source's side of the batch failed."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -95,7 +107,8 @@ async def _stream(
     args: Sequence[Any],
 ) -> tuple[int, int]:
     """COPY ``query``'s rows from ``source`` into ``plan``'s table in ``target``: (rows, bytes)."""
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_CHUNKS)
+    # Chunks, then None at the end, or the source's error when it failed midway.
+    queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(QUEUE_CHUNKS)
     size = 0
     fmt = "binary" if plan.binary else "text"
 
@@ -106,23 +119,39 @@ async def _stream(
 
     async def chunks() -> AsyncIterator[bytes]:
         while (chunk := await queue.get()) is not None:
+            if isinstance(chunk, Exception):
+                # asyncpg aborts the target's COPY (CopyFail): none of the batch is kept,
+                # the target still holds a key-ordered prefix of the table.
+                raise _SourceFailedError(chunk)
             yield chunk
 
     async def produce() -> None:
-        await source.copy_from_query(query, *args, output=sink, format=fmt)
+        try:
+            await source.copy_from_query(
+                query, *args, output=sink, format=fmt, timeout=BATCH_TIMEOUT_S
+            )
+        except Exception as exc:
+            await queue.put(exc)  # never an end: that would commit part of the batch
+            raise
         await queue.put(None)
 
     producer = asyncio.ensure_future(produce())
     try:
         status = await target.copy_to_table(
-            plan.table, source=chunks(), columns=list(plan.columns), format=fmt
+            plan.table,
+            source=chunks(),
+            columns=list(plan.columns),
+            format=fmt,
+            timeout=BATCH_TIMEOUT_S,
         )
         await producer
+    except _SourceFailedError as failed:
+        raise failed.error from None  # the source's own error
     finally:
         if not producer.done():
             producer.cancel()
-            with contextlib.suppress(BaseException):
-                await producer
+        with contextlib.suppress(BaseException):
+            await producer  # its error, if any, is retrieved: it is the one raised
     return int(status.rpartition(" ")[2] or 0), size
 
 

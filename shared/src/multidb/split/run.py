@@ -3,7 +3,9 @@
 Nothing changes anywhere until every check passed (tables present, columns compatible,
 targets empty unless resuming); a dry run stops there. The source is only read, in one
 snapshot, except that ``drop_source_tables`` drops the copied tables in one transaction
-once every one of them verified.
+once every one of them verified, and only if, locked, they still hold what was verified.
+A :class:`SplitError` (bad input) is raised only before anything changed; from the
+targets' migrations on, a failure is a :class:`SplitFailedError` or the error itself.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from multidb.plugins import get_plugin_manager
 from multidb.roles import RoleSpec
 from multidb.settings import DatabaseSettings
 from multidb.split import copy, plan, verify
-from multidb.split.errors import SplitError
+from multidb.split.errors import SplitError, SplitFailedError
 from multidb.split.source import SESSION_SETTINGS, connect_source, display
 
 # (phase, table, rows done, rows expected or None) as work advances.
 Progress = Callable[[str, str, int, int | None], None]
 JOBS = 2
+# How long dropping the source tables waits for the other sessions using them: the wait
+# holds up every later query of those tables.
+DROP_LOCK_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -236,7 +241,8 @@ async def split(
 ) -> SplitReport:
     """Split the source into the role databases as ``options`` say; the report.
 
-    :class:`SplitError` when the input is wrong (then nothing changed anywhere).
+    :class:`SplitError` when the input is wrong (then nothing changed anywhere);
+    :class:`SplitFailedError` for what went wrong once the targets began to change.
     """
     started = time.monotonic()
     report = SplitReport(source=display(options.source), dry_run=options.dry_run)
@@ -268,31 +274,67 @@ async def split(
             return report
 
         await targets.close()  # the migrations may need the tables to themselves
-        for role in splits:
-            say("migrate", role.role, 0, None)
-            await asyncio.to_thread(migrations.upgrade, roles[role.role], "head", role.database)
-            report.migrated.append(role.role)
-        # Again, now against the migrated tables (the checks above read the models).
-        plans = await _check(holder, roles, splits, targets, resume=options.resume)
-        items = [(p, item[1]) for p, item in zip(plans, items, strict=True)]
-        async with _source_pool(options.source, snapshot, options.jobs) as pool:
-            report.copy_s = await _copy_all(items, pool, targets.databases, options, say)
-            report.verify_s = await _verify_all(items, pool, targets.databases, options, say)
-        if report.verified:
+        try:  # from here on something changed: a SplitError is no longer bad input
             for role in splits:
-                await _rows_arrived(role.role, targets)
-        if options.drop_source_tables and report.verified:
-            await holder.execute("ROLLBACK")  # the snapshot's read-only transaction
-            async with holder.transaction():
-                names = ", ".join(quote_identifier(p.table) for p, _ in items)
-                await holder.execute(f"DROP TABLE {names}")
-            report.dropped = [p.table for p, _ in items]
+                say("migrate", role.role, 0, None)
+                await asyncio.to_thread(migrations.upgrade, roles[role.role], "head", role.database)
+                report.migrated.append(role.role)
+            # Again, now against the migrated tables (the checks above read the models).
+            plans = await _check(holder, roles, splits, targets, resume=options.resume)
+            items = [(p, item[1]) for p, item in zip(plans, items, strict=True)]
+            async with _source_pool(options.source, snapshot, options.jobs) as pool:
+                report.copy_s = await _copy_all(items, pool, targets.databases, options, say)
+                report.verify_s = await _verify_all(items, pool, targets.databases, options, say)
+            if report.verified:
+                for role in splits:
+                    await _rows_arrived(role.role, targets)
+            if options.drop_source_tables and report.verified:
+                await holder.execute("ROLLBACK")  # the snapshot's read-only transaction
+                await _drop_source_tables(holder, items)
+                report.dropped = [p.table for p, _ in items]
+        except SplitError as exc:  # found once the targets began to change: not bad input
+            msg = (
+                f"{exc}; the targets may hold part of the copy (the source was not changed): "
+                "fix that, then run again with --resume"
+            )
+            raise SplitFailedError(msg) from None
     finally:
         await targets.close()
         with contextlib.suppress(Exception):
             await holder.close()
     report.total_s = time.monotonic() - started
     return report
+
+
+async def _drop_source_tables(holder: asyncpg.Connection, items: list[TablePlanAndReport]) -> None:
+    """Drop the copied tables from the source, in one transaction, if they still hold what
+    was verified: each one locked against every other session, its checksum computed
+    again under the lock, all dropped only when every one equals the verified one
+    (:class:`SplitFailedError`, nothing dropped, otherwise)."""
+    names = ", ".join(quote_identifier(p.table) for p, _ in items)
+    async with holder.transaction(isolation="read_committed"):  # each statement sees the latest
+        await holder.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT_S}s'")
+        try:
+            await holder.execute(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
+        except asyncpg.LockNotAvailableError:
+            msg = (
+                f"could not lock the copied tables in the source within {DROP_LOCK_TIMEOUT_S} s"
+                " (other sessions use them): nothing was dropped; stop their writers, then run"
+                " again with --resume --drop-source-tables"
+            )
+            raise SplitFailedError(msg) from None
+        for table_plan, table_report in items:
+            now = await verify.checksum(holder, table_plan.table, table_plan.columns)
+            if now != table_report.source:
+                msg = (
+                    f"the source changed after its snapshot (table {table_plan.name}): nothing"
+                    " was dropped; stop its writers, then run again with --resume"
+                    " --drop-source-tables (--resume copies only rows after the greatest key"
+                    " already copied: if rows were updated or deleted in place, empty the"
+                    " target tables and split again instead)"
+                )
+                raise SplitFailedError(msg)
+        await holder.execute(f"DROP TABLE {names}")
 
 
 async def _rows_arrived(role: str, targets: _Connections) -> None:
