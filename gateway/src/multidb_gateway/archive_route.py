@@ -37,14 +37,13 @@ from multidb import auth
 from multidb.errors import BadGatewayError, NotFoundError
 from multidb.openapi import PROBLEM, Problem, protected
 from multidb_gateway import forwarding
-from multidb_gateway.metrics import BAD_ANSWER, BAD_STATUS, REFUSED_CREDENTIALS
+from multidb_gateway.metrics import BAD_ANSWER
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
 from multidb_gateway.services import MAX_ANSWER_BYTES, ServiceUnreachableError
 
 ROLE = "archive"
 JSON = "application/json"
 WHAT = "the archive runs API"
-PASSED_ON = frozenset({400, 404, 409})
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A path parameter, not a fixed "archive" segment: a fixed one would shadow
 # /database/{name}/... (stats, health) for the archive role in Litestar's router.
@@ -95,7 +94,6 @@ class RunList(msgspec.Struct, kw_only=True):
 
 RunIdParameter = Annotated[str, Parameter(description="the run's id, from POST .../runs")]
 T = TypeVar("T", RunReport, RunList)
-_decode_problem = msgspec.json.Decoder(Problem).decode
 
 
 @dataclass
@@ -149,7 +147,6 @@ async def _forward(
         raise NotFoundError(runtime.unknown(name))
     if name != ROLE:
         raise NotFoundError(f"runs are the archive role's; {name!r} has none")
-    status, model = expected
     headers = forward_headers(request)
     if body is not None:
         headers["content-type"] = JSON
@@ -166,25 +163,9 @@ async def _forward(
         )
     except ServiceUnreachableError as exc:
         raise forwarding.unreachable(ROLE, WHAT, exc) from None
-    if answer.status == status:
-        try:
-            decoded = msgspec.json.decode(answer.body, type=model)
-        except msgspec.DecodeError as exc:
-            raise _unreadable(runtime, route, f"{status}: {exc}") from None
-        return Response(answer.body, status_code=status, media_type=JSON), decoded
-    if answer.status in PASSED_ON:
-        try:
-            problem = _decode_problem(answer.body)
-        except msgspec.DecodeError as exc:
-            raise _unreadable(runtime, route, f"{answer.status}: {exc}") from None
-        if problem.status != answer.status:
-            why = f"a {problem.status} problem answered as {answer.status}"
-            raise _unreadable(runtime, route, why)
-        return Response(answer.body, status_code=answer.status, media_type=PROBLEM), None
-    kind = REFUSED_CREDENTIALS if answer.status in {401, 403} else BAD_STATUS
-    if answer.status not in {503, 504}:
-        runtime.client.metrics.error(ROLE, route, kind)
-    raise forwarding.failure(ROLE, WHAT, answer.status, answer.body)
+    return forwarding.passed_on(
+        runtime, role=ROLE, route=route, what=WHAT, answer=answer, expected=expected
+    )
 
 
 @post(

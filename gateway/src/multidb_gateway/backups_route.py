@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
@@ -30,9 +29,8 @@ from multidb import auth
 from multidb.backups.routes import BackupIdParameter
 from multidb.backups.wire import BACKUP_ID, BackupList, BackupManifest, OperationStarted
 from multidb.errors import BadGatewayError, BadRequestError, NotFoundError
-from multidb.openapi import PROBLEM, Problem, protected
+from multidb.openapi import protected
 from multidb_gateway import forwarding
-from multidb_gateway.metrics import BAD_ANSWER, BAD_STATUS, REFUSED_CREDENTIALS
 from multidb_gateway.runtime import GatewayRuntime, forward_headers
 from multidb_gateway.services import MAX_ANSWER_BYTES, ServiceUnreachableError
 
@@ -42,9 +40,7 @@ NAMED = auth.PATH_PREFIX + "name"
 # each manifest with a row count per table: a few KiB each.
 MAX_LIST_BYTES = 8 * 1024 * 1024
 # The service's answers passed on with their problem body, as they came.
-PASSED_ON = frozenset({400, 404, 409})
 
-_decode_problem = msgspec.json.Decoder(Problem).decode
 T = TypeVar("T", BackupList, BackupManifest, OperationStarted)
 
 
@@ -59,11 +55,6 @@ def _checked_id(backup_id: str) -> str:
         msg = f"malformed backup id {backup_id[:40]!r}: an id is 12 lowercase hex digits"
         raise BadRequestError(msg)
     return backup_id
-
-
-def _unreadable(runtime: GatewayRuntime, role: str, route: str, why: str) -> BadGatewayError:
-    runtime.client.metrics.error(role, route, BAD_ANSWER)
-    return BadGatewayError(f"the {role} service answered an unreadable backups answer ({why})")
 
 
 async def _forward(
@@ -84,7 +75,7 @@ async def _forward(
     runtime: GatewayRuntime = state.gateway
     role = _role(runtime, name)
     path = route if backup_id is None else route.replace("{id}", _checked_id(backup_id))
-    status, model = expected
+    model = expected[1]
     try:
         answer = await runtime.client.call(
             role,
@@ -97,25 +88,10 @@ async def _forward(
         )
     except ServiceUnreachableError as exc:
         raise forwarding.unreachable(role, f"the backups API of {role!r}", exc) from None
-    if answer.status == status:
-        try:
-            decoded = msgspec.json.decode(answer.body, type=model)
-        except msgspec.DecodeError as exc:
-            raise _unreadable(runtime, role, route, f"{status}: {exc}") from None
-        return Response(answer.body, status_code=status, media_type=JSON), decoded
-    if answer.status in PASSED_ON:
-        try:
-            problem = _decode_problem(answer.body)
-        except msgspec.DecodeError as exc:
-            raise _unreadable(runtime, role, route, f"{answer.status}: {exc}") from None
-        if problem.status != answer.status:
-            why = f"a {problem.status} problem answered as {answer.status}"
-            raise _unreadable(runtime, role, route, why)
-        return Response(answer.body, status_code=answer.status, media_type=PROBLEM), None
-    kind = REFUSED_CREDENTIALS if answer.status in {401, 403} else BAD_STATUS
-    if answer.status not in {503, 504}:
-        runtime.client.metrics.error(role, route, kind)
-    raise forwarding.failure(role, f"the backups API of {role!r}", answer.status, answer.body)
+    what = f"the backups API of {role!r}"
+    return forwarding.passed_on(
+        runtime, role=role, route=route, what=what, answer=answer, expected=expected
+    )
 
 
 def _about(role: str, what: str, found: object, asked: object) -> None:

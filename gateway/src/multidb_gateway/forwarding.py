@@ -11,8 +11,10 @@ refused credential is a misconfiguration of the shared secrets (502); the servic
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 import msgspec
+from litestar import Response
 
 from multidb.errors import (
     BadGatewayError,
@@ -21,12 +23,21 @@ from multidb.errors import (
     MultiDBError,
     TimeoutExceededError,
 )
+from multidb.openapi import PROBLEM
+from multidb.openapi import Problem as ServiceProblem
+from multidb_gateway.metrics import BAD_ANSWER, BAD_STATUS, REFUSED_CREDENTIALS
 from multidb_gateway.runtime import GatewayRuntime, Problem
-from multidb_gateway.services import ServiceUnreachableError
+from multidb_gateway.services import ServiceAnswer, ServiceUnreachableError
+
+T = TypeVar("T")
+JSON = "application/json"
+# A caller's mistake the owning service explains better than the gateway could.
+PASSED_ON = frozenset({400, 404, 409})
 
 DETAIL_LIMIT = 300
 
 _decode_problem = msgspec.json.Decoder(Problem).decode
+_decode_service_problem = msgspec.json.Decoder(ServiceProblem).decode
 
 
 def _detail(body: bytes) -> str:
@@ -91,3 +102,44 @@ async def fetch(
     if answer.status != 200:
         raise failure(role, what, answer.status, answer.body)
     return answer.body
+
+
+def _unreadable(
+    runtime: GatewayRuntime, role: str, route: str, what: str, why: str
+) -> BadGatewayError:
+    runtime.client.metrics.error(role, route, BAD_ANSWER)
+    return BadGatewayError(f"{what} answered something unreadable ({why})")
+
+
+def passed_on(
+    runtime: GatewayRuntime,
+    *,
+    role: str,
+    route: str,
+    what: str,
+    answer: ServiceAnswer,
+    expected: tuple[int, type[T]],
+) -> tuple[Response[bytes], T | None]:
+    """``role``'s answer to pass on and, when it is the ``expected`` status, its decoded
+    body (for the caller to check it is about what was asked); None with a passed-on
+    problem (400, 404, 409, checked to be one). Anything else is the gateway's problem."""
+    status, model = expected
+    if answer.status == status:
+        try:
+            decoded: T = msgspec.json.decode(answer.body, type=model)
+        except msgspec.DecodeError as exc:
+            raise _unreadable(runtime, role, route, what, f"{status}: {exc}") from None
+        return Response(answer.body, status_code=status, media_type=JSON), decoded
+    if answer.status in PASSED_ON:
+        try:
+            problem = _decode_service_problem(answer.body)
+        except msgspec.DecodeError as exc:
+            raise _unreadable(runtime, role, route, what, f"{answer.status}: {exc}") from None
+        if problem.status != answer.status:
+            why = f"a {problem.status} problem answered as {answer.status}"
+            raise _unreadable(runtime, role, route, what, why)
+        return Response(answer.body, status_code=answer.status, media_type=PROBLEM), None
+    kind = REFUSED_CREDENTIALS if answer.status in {401, 403} else BAD_STATUS
+    if answer.status not in {503, 504}:
+        runtime.client.metrics.error(role, route, kind)
+    raise failure(role, what, answer.status, answer.body)
