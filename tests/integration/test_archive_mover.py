@@ -13,6 +13,7 @@ from multidb_archive.mover import (
     MoverBusyError,
     MoverError,
     RunRequest,
+    engine,
     load_archive_settings,
 )
 from multidb_archive.mover.engine import LOCK_KEY
@@ -216,3 +217,23 @@ async def test_a_copy_that_does_not_read_back_as_sent_keeps_nothing(
         assert await snapshot(settings.databases["default"]) == before
         assert await _count(settings, "archive", "SELECT count(*) FROM archived_media") == 0
         assert await _count(settings, "archive", "SELECT count(*) FROM archive_batches") == 0
+
+
+async def test_a_batch_ends_at_its_byte_budget_as_well_as_its_row_count(
+    database_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with mover_databases(database_env) as (env, settings):
+        await seed(settings.databases["default"], users=3)
+        before = await snapshot(settings.databases["default"])
+        # Any row is over a one-byte budget: every row is a batch of its own.
+        monkeypatch.setattr(engine, "MAX_BATCH_BYTES", 1)
+        monkeypatch.setattr(engine, "CURSOR_ROWS", 1)
+        mover = _mover(env, settings)
+        report = await mover.run(RunRequest(), trigger="cli")
+        assert report.state == "done", report
+        assert (report.models["Media"].rows, report.models["Media"].batches) == (6, 6)
+        back = await mover.run(
+            RunRequest(kind="unarchive", models=["Media", "People", "User"]), trigger="cli"
+        )
+        assert back.state == "done", back
+        assert await snapshot(settings.databases["default"]) == before

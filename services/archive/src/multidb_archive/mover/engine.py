@@ -71,6 +71,8 @@ LAG_CHECK_EVERY_S = 1.0
 LEDGER_KEEP_DAYS = 30
 LEFTOVER_WAIT_MS = 10_000
 COUNT_EXACT_UP_TO = 100_000
+CURSOR_ROWS = 250
+MAX_BATCH_BYTES = 32 * 1024 * 1024
 SAVE_EVERY_S = 1.0
 LAG_SQL = """
 SELECT coalesce(application_name, '') || '@' || coalesce(host(client_addr), 'local') AS replica,
@@ -648,8 +650,20 @@ class _Run:
                 if not ids:
                     return
                 last = ids[-1]
+                # Rows come off a cursor and a batch ends at MAX_BATCH_BYTES too: a row
+                # travels with all its dependents and links, so rows alone bound nothing.
+                pending: list[asyncpg.Record] = []
+                size = 0
                 async with reader.transaction(isolation="repeatable_read", readonly=True):
-                    yield await reader.fetch(record, ids)
+                    cursor = await reader.cursor(record, ids)
+                    while rows := await cursor.fetch(CURSOR_ROWS):
+                        pending.extend(rows)
+                        size += sum(row["size"] for row in rows)
+                        if size >= MAX_BATCH_BYTES:
+                            yield pending
+                            pending, size = [], 0
+                if pending:
+                    yield pending
 
         return _ReadAhead(batches())
 
