@@ -923,7 +923,8 @@ class _Run:
             detail = getattr(exc, "detail", None) or describe(exc)
             msg = (
                 f"{model}: a batch could not be put back, so none of it was: {detail} "
-                "(a row it points at may still be archived: unarchive that first)"
+                "(a row it points at may still be archived: unarchive that first; or it was "
+                "deleted since, and then this row cannot come back as it was)"
             )
             raise MoverError(msg) from None
         async with self.target.transaction():
