@@ -32,7 +32,7 @@ import pytest
 from multidb.plugins import get_roles
 from multidb.settings import DatabaseSettings, Settings
 from multidb_archive.mover import Mover, RunReport, load_archive_settings
-from multidb_archive.mover.engine import SESSION
+from multidb_archive.mover.batches import SESSION
 from multidb_archive.mover.login import derive_login
 from multidb_devstack.embedded import SUPERUSER, SYSTEM_USER, EmbeddedPostgres, free_port
 from tests.archiving import mover_databases, seed, snapshot

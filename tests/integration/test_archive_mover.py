@@ -13,7 +13,7 @@ from multidb_archive.mover import (
     MoverBusyError,
     MoverError,
     RunRequest,
-    engine,
+    batches,
     load_archive_settings,
 )
 from multidb_archive.mover.engine import LOCK_KEY
@@ -226,8 +226,8 @@ async def test_a_batch_ends_at_its_byte_budget_as_well_as_its_row_count(
         await seed(settings.databases["default"], users=3)
         before = await snapshot(settings.databases["default"])
         # Any row is over a one-byte budget: every row is a batch of its own.
-        monkeypatch.setattr(engine, "MAX_BATCH_BYTES", 1)
-        monkeypatch.setattr(engine, "CURSOR_ROWS", 1)
+        monkeypatch.setattr(batches, "MAX_BATCH_BYTES", 1)
+        monkeypatch.setattr(batches, "CURSOR_ROWS", 1)
         mover = _mover(env, settings)
         report = await mover.run(RunRequest(), trigger="cli")
         assert report.state == "done", report

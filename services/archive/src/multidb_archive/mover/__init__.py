@@ -2,7 +2,7 @@
 archive database in verified batches, with a ledger so that a crash at any point loses
 nothing and duplicates nothing; and back again (unarchive).
 
-See :mod:`multidb_archive.mover.engine` for the protocol and why it is safe.
+See :mod:`multidb_archive.mover.batches` for the protocol and why it is safe.
 """
 
 from multidb_archive.mover.engine import Mover
