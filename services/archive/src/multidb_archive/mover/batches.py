@@ -39,7 +39,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -90,7 +90,7 @@ def _batch_checksum(checksums: Sequence[str]) -> str:
 class ReadAhead:
     """The next item of ``source`` fetched while the caller works on the current one."""
 
-    def __init__(self, source: AsyncIterator[list[asyncpg.Record]]) -> None:
+    def __init__(self, source: AsyncGenerator[list[asyncpg.Record], None]) -> None:
         self._source = source
         self._next: asyncio.Task[list[asyncpg.Record] | None] | None = self._fetch()
 
@@ -114,7 +114,7 @@ class ReadAhead:
                 await self._next
             self._next = None
         with contextlib.suppress(BaseException):
-            await self._source.aclose()  # type: ignore[attr-defined]
+            await self._source.aclose()
 
 
 class Run:
@@ -320,7 +320,7 @@ class Run:
         """The batches of one keyset pass, each read (on a connection of its own) while
         the one before is copied and deleted: the two databases work at the same time."""
 
-        async def batches() -> AsyncIterator[list[asyncpg.Record]]:
+        async def batches() -> AsyncGenerator[list[asyncpg.Record], None]:
             reader = self._r()
             last = 0
             while True:
