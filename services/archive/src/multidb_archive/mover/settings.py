@@ -49,7 +49,7 @@ class ArchiveSettings(msgspec.Struct, frozen=True, kw_only=True):
     interval_s: float | None = 86400.0
     # Rows of one model per batch; each row travels with its dependents and links, so
     # the batch is bounded by rows here and by MAX_BATCH_BYTES in the mover.
-    batch_size: Annotated[int, msgspec.Meta(gt=0, le=10_000)] = 1000
+    batch_size: Annotated[int, msgspec.Meta(gt=0, le=10_000)] = 5000
     max_source_lag_ms: Positive = 5000
     max_pause_s: Positive = 300
 
