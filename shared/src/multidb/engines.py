@@ -1,4 +1,11 @@
-"""One lazily created async engine per role, and sessions on it (the spec's ``get_db``)."""
+"""One lazily created async engine per role, and sessions on it (the spec's ``get_db``).
+
+A role with replicas (or a cluster of servers) also gets an engine per server: a read
+session (``get_db(name, readonly=True)``) goes to a replica that serves reads, chosen by
+the role's :class:`~multidb.replicas.ReplicaSet`, or to the primary when none does; with
+``min_lsn`` only to a replica that has replayed it (waiting at most
+``MULTI_DB_READ_YOUR_WRITES_WAIT_MS``). Read sessions run read-only transactions.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from multidb.replicas.lsn import parse_lsn
+from multidb.replicas.monitor import ReplicaSet
 from multidb.router import UnknownDatabaseError, get_database_router
 from multidb.settings import DatabaseSettings, get_settings
 
@@ -38,10 +47,22 @@ def create_engine(database: DatabaseSettings, **options: Any) -> AsyncEngine:
 class EngineRegistry:
     """Engines and session factories by role, created on first use, disposed together."""
 
-    def __init__(self, databases: Mapping[str, DatabaseSettings]) -> None:
+    def __init__(
+        self,
+        databases: Mapping[str, DatabaseSettings],
+        *,
+        timeout_ms: int = 2000,
+        wait_ms: int = 1000,
+    ) -> None:
         self._databases = dict(databases)
         self._engines: dict[str, AsyncEngine] = {}
         self._sessions: dict[str, async_sessionmaker[AsyncSession]] = {}
+        self._timeout_ms = timeout_ms
+        self._wait_ms = wait_ms
+        self._replicas: dict[str, ReplicaSet] = {}
+        self._readers: dict[tuple[str, str], async_sessionmaker[AsyncSession]] = {}
+        self._reader_engines: list[AsyncEngine] = []
+        self._replicas_lock = asyncio.Lock()
 
     @property
     def configured(self) -> list[str]:
@@ -71,10 +92,75 @@ class EngineRegistry:
             self._sessions[name] = factory
         return factory
 
+    def _database(self, name: str) -> DatabaseSettings:
+        database = self._databases.get(name)
+        if database is None:
+            msg = f"database {name!r} is not configured"
+            raise NotConfiguredError(msg)
+        return database
+
+    async def replica_set(self, name: str) -> ReplicaSet | None:
+        """The watch of ``name``'s servers, started on first use; ``None`` without replicas."""
+        database = self._database(name)
+        if not ReplicaSet.wanted(database):
+            return None
+        async with self._replicas_lock:
+            found = self._replicas.get(name)
+            if found is None:
+                found = ReplicaSet(database, timeout_ms=self._timeout_ms)
+                await found.start()
+                self._replicas[name] = found
+        return found
+
+    def _read_only(self, engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+        return async_sessionmaker(
+            engine.execution_options(postgresql_readonly=True), expire_on_commit=False
+        )
+
+    async def reader(
+        self, name: str, min_lsn: str | None = None
+    ) -> async_sessionmaker[AsyncSession]:
+        """Read-only sessions on a replica of ``name`` that serves reads (one that has
+        replayed ``min_lsn`` if given), or on its primary when none does."""
+        position = None if min_lsn is None else parse_lsn(min_lsn)
+        replicas = await self.replica_set(name)
+        node = None if replicas is None else replicas.pick(position)
+        wait_s = self._wait_ms / 1000
+        if (
+            replicas is not None
+            and node is not None
+            and position is not None
+            and not await replicas.wait_replayed(node, position, wait_s)
+        ):
+            node = None
+        key = (name, "primary" if node is None else node.name)
+        factory = self._readers.get(key)
+        if factory is None:
+            if node is None:
+                engine = self.engine(name)
+            else:
+                database = self._database(name)
+                engine = create_engine(
+                    node.settings,
+                    pool_size=database.pool_size,
+                    max_overflow=database.max_overflow,
+                    echo=database.echo,
+                    pool_pre_ping=True,
+                )
+                self._reader_engines.append(engine)
+            factory = self._read_only(engine)
+            self._readers[key] = factory
+        return factory
+
     async def dispose(self) -> None:
-        await asyncio.gather(*(engine.dispose() for engine in self._engines.values()))
+        await asyncio.gather(*(replicas.stop() for replicas in self._replicas.values()))
+        engines = [*self._engines.values(), *self._reader_engines]
+        await asyncio.gather(*(engine.dispose() for engine in engines))
         self._engines.clear()
         self._sessions.clear()
+        self._replicas.clear()
+        self._readers.clear()
+        self._reader_engines.clear()
 
 
 _registry: EngineRegistry | None = None
@@ -84,7 +170,12 @@ def get_engine_registry() -> EngineRegistry:
     """The process-wide registry, built from the settings on first use."""
     global _registry  # noqa: PLW0603 - one registry per process, created lazily
     if _registry is None:
-        _registry = EngineRegistry(get_settings().databases)
+        settings = get_settings()
+        _registry = EngineRegistry(
+            settings.databases,
+            timeout_ms=settings.health_timeout_ms,
+            wait_ms=settings.read_your_writes_wait_ms,
+        )
     return _registry
 
 
@@ -94,16 +185,30 @@ async def dispose_engines() -> None:
         await _registry.dispose()
 
 
-async def get_db(name: str = "default") -> AsyncIterator[AsyncSession]:
-    """Yield a session on database ``name``; usable as a dependency (``async for db in ...``)."""
-    async with get_engine_registry().sessionmaker(name)() as session:
+async def get_db(
+    name: str = "default", *, readonly: bool = False, min_lsn: str | None = None
+) -> AsyncIterator[AsyncSession]:
+    """Yield a session on database ``name``; usable as a dependency (``async for db in ...``).
+
+    ``readonly=True``: a read-only session, on a replica that serves reads when the role
+    has one (``min_lsn``: one that has replayed that write position, see
+    :func:`multidb.replicas.write_position`), else on the primary.
+    """
+    registry = get_engine_registry()
+    if readonly:
+        factory = await registry.reader(name, min_lsn)
+    else:
+        factory = registry.sessionmaker(name)
+    async with factory() as session:
         yield session
 
 
-async def get_db_for_model(model: type) -> AsyncIterator[AsyncSession]:
-    """Yield a session on the database ``model`` is routed to."""
+async def get_db_for_model(
+    model: type, *, readonly: bool = False, min_lsn: str | None = None
+) -> AsyncIterator[AsyncSession]:
+    """Yield a session on the database ``model`` is routed to (see :func:`get_db`)."""
     name = get_database_router().get_database_for_model(model)
-    async for session in get_db(name):
+    async for session in get_db(name, readonly=readonly, min_lsn=min_lsn):
         yield session
 
 

@@ -274,6 +274,7 @@ class Outcome(msgspec.Struct, frozen=True):
     rows: Rows
     row_count: int
     status: str | None
+    lsn: str | None = None
 
 
 async def _run(
@@ -305,8 +306,16 @@ async def _run(
         # statement): roll back, but never wait on a connection that stopped answering.
         await _roll_back_or_close(conn)
         raise
-    await conn.execute("ROLLBACK" if request.read_only else "COMMIT")
-    return Outcome(columns, rows, row_count, status)
+    if request.read_only:
+        await conn.execute("ROLLBACK")
+        return Outcome(columns, rows, row_count, status)
+    await conn.execute("COMMIT")
+    # At or past the commit's record: a replica that has replayed this far sees the write.
+    # The write is done: failing to read the position must not make it look failed.
+    lsn: str | None = None
+    with contextlib.suppress(asyncpg.PostgresError, *CONNECTION_ERRORS):
+        lsn = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+    return Outcome(columns, rows, row_count, status, lsn)
 
 
 async def _roll_back_or_close(conn: asyncpg.Connection) -> None:
@@ -414,4 +423,5 @@ async def execute(
         duration_ms=round((time.perf_counter() - started) * 1000, 3),
         read_only=request.read_only,
         status=outcome.status,
+        lsn=outcome.lsn,
     )

@@ -7,6 +7,11 @@ every other role. A role is configured when its ``HOST`` is set; otherwise it is
 TLS to each database: ``DB_SSLMODE DB_SSLROOTCERT DB_SSLCERT DB_SSLKEY`` and
 ``MULTI_DB_<ROLE>_SSLMODE/SSLROOTCERT/SSLCERT/SSLKEY`` (see :mod:`multidb.tls`); the
 password may come from a file instead, ``DB_PASSWORD_FILE`` / ``MULTI_DB_<ROLE>_PASSWORD_FILE``.
+
+Replicas and clusters (see :mod:`multidb.replicas`): ``HOST`` may list several servers
+(``h1:5432,h2:5433``), of which the writable one is the primary; ``REPLICAS`` lists streaming
+replicas (``host:port,...``), reached with ``REPLICA_USERNAME``/``REPLICA_PASSWORD`` when set;
+``MAX_REPLICA_LAG_MS`` is how far behind a replica may be and still serve reads.
 """
 
 from __future__ import annotations
@@ -55,7 +60,40 @@ DB_FIELDS = (
     "sslcert",
     "sslkey",
     "password_file",
+    "replicas",
+    "replica_username",
+    "replica_password",
+    "max_replica_lag_ms",
 )
+# A server's place: (host, port).
+Address = tuple[str, int]
+
+
+def parse_addresses(text: str, default_port: int, variable: str) -> tuple[Address, ...]:
+    """``h1:5432,h2,[::1]:5433`` as addresses (a missing port is ``default_port``);
+    :class:`SettingsError` naming ``variable`` for anything else."""
+    found: list[Address] = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            msg = f"{variable}: an empty entry in {text!r} (a comma-separated host:port list)"
+            raise SettingsError(msg)
+        host, port = entry, str(default_port)
+        if entry.startswith("["):  # [IPv6]:port
+            host, _, rest = entry[1:].partition("]")
+            if rest:
+                port = rest.removeprefix(":")
+        elif entry.count(":") == 1:
+            host, port = entry.split(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            msg = f"{variable}: {entry!r} is not host:port with a port from 1 to 65535"
+            raise SettingsError(msg)
+        found.append((host, int(port)))
+    return tuple(found)
+
+
+def address_text(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -73,6 +111,11 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     sslrootcert: str = ""
     sslcert: str = ""
     sslkey: str = ""
+    # Streaming replicas as "host:port" (see multidb.replicas), their login when it differs.
+    replicas: tuple[str, ...] = ()
+    replica_username: str = ""
+    replica_password: str = ""
+    max_replica_lag_ms: NonNegative = 5000
     # Which role and variables these came from: for error lines that name the setting.
     role: str = ""
     env_prefix: str = ""
@@ -81,7 +124,44 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         # The password never reaches a repr, so it never reaches a log line or a traceback.
         return f"DatabaseSettings({self.display_url})"
 
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        """The servers ``HOST`` names, in order (one, or the nodes of a cluster)."""
+        return parse_addresses(self.host, self.port, self.variable("host"))
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether ``HOST`` lists several servers, the primary being the writable one."""
+        return "," in self.host
+
+    @property
+    def replica_addresses(self) -> tuple[Address, ...]:
+        return tuple(
+            address
+            for entry in self.replicas
+            for address in parse_addresses(entry, self.port, self.variable("replicas"))
+        )
+
+    def node(self, address: Address, *, replica: bool = False) -> DatabaseSettings:
+        """These settings for the one server at ``address`` (a replica's login if asked)."""
+        host, port = address
+        changes: dict[str, Any] = {"host": host, "port": port, "replicas": ()}
+        if replica:
+            changes["username"] = self.replica_username or self.username
+            changes["password"] = self.replica_password or self.password
+        return msgspec.structs.replace(self, **changes)
+
     def url(self, drivername: str = "postgresql+asyncpg") -> URL:
+        if self.is_cluster:
+            # SQLAlchemy's multi-host form: ?host=h1:p1&host=h2:p2
+            hosts = [address_text(address) for address in self.addresses]
+            return URL.create(
+                drivername,
+                username=self.username,
+                password=self.password or None,
+                database=self.database,
+                query={"host": hosts, "target_session_attrs": "read-write"},
+            )
         return URL.create(
             drivername,
             username=self.username,
@@ -94,10 +174,18 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     @property
     def connect_arguments(self) -> dict[str, Any]:
         """Keyword arguments for ``asyncpg.connect`` / ``asyncpg.create_pool``, TLS included
-        (the certificate files are read now: :class:`SettingsError` if one is unusable)."""
+        (the certificate files are read now: :class:`SettingsError` if one is unusable).
+        A cluster's connections go to whichever of its servers accepts writes."""
+        where: dict[str, Any] = {"host": self.host, "port": self.port}
+        if self.is_cluster:
+            addresses = self.addresses
+            where = {
+                "host": [host for host, _ in addresses],
+                "port": [port for _, port in addresses],
+                "target_session_attrs": "read-write",
+            }
         return {
-            "host": self.host,
-            "port": self.port,
+            **where,
             "user": self.username,
             "password": self.password or None,
             "database": self.database,
@@ -156,6 +244,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     execute_temp_file_limit_kb: Annotated[int, msgspec.Meta(ge=-1)] = 256 * 1024
     execute_idle_in_transaction_ms: Positive = 10_000
     execute_connection_limit: Positive = 20
+    # How long a read carrying min_lsn waits for a replica to replay it (multidb.replicas).
+    read_your_writes_wait_ms: NonNegative = 1000
     request_max_bytes: Positive = 4 * 1024 * 1024
     # The ingestion APIs' limits; see multidb.ingest.
     ingest_max_records: Positive = 10_000
@@ -195,6 +285,7 @@ GLOBAL_VARIABLES = (
     ("MULTI_DB_EXECUTE_TEMP_FILE_LIMIT_KB", "execute_temp_file_limit_kb"),
     ("MULTI_DB_EXECUTE_IDLE_IN_TRANSACTION_MS", "execute_idle_in_transaction_ms"),
     ("MULTI_DB_EXECUTE_CONNECTION_LIMIT", "execute_connection_limit"),
+    ("MULTI_DB_READ_YOUR_WRITES_WAIT_MS", "read_your_writes_wait_ms"),
     ("MULTI_DB_REQUEST_MAX_BYTES", "request_max_bytes"),
     ("MULTI_DB_INGEST_MAX_RECORDS", "ingest_max_records"),
     ("MULTI_DB_INGEST_MAX_BYTES", "ingest_max_bytes"),
@@ -213,7 +304,7 @@ GATEWAY_PORT = 8000
 
 METRICS_ACCESS_MODES = ("loopback", "credential")
 # Fields whose value never appears in an error message, however malformed.
-SECRET_FIELDS = frozenset({"password", "jwt_secret", "service_secret"})
+SECRET_FIELDS = frozenset({"password", "replica_password", "jwt_secret", "service_secret"})
 
 
 def variable_name(spec: RoleSpec, field: str) -> str:
@@ -256,7 +347,13 @@ def _database_settings(spec: RoleSpec, env: Mapping[str, str]) -> DatabaseSettin
         raw["password"] = read_secret_file(names["password_file"], password_file)
     _check_tls(raw, names)
     raw.update(role=spec.name, env_prefix=spec.prefix)
+    replicas = raw.pop("replicas", "")
     result: DatabaseSettings = convert_env(raw, DatabaseSettings, names)
+    # Checked now, so that a bad HOST or REPLICAS list is one line at start-up.
+    parse_addresses(result.host, result.port, names["host"])
+    if replicas:
+        parsed = parse_addresses(replicas, result.port, names["replicas"])
+        result = msgspec.structs.replace(result, replicas=tuple(map(address_text, parsed)))
     return result
 
 

@@ -203,13 +203,16 @@ def connector(database: DatabaseSettings) -> Connect:
 
 def libpq_environment(database: DatabaseSettings) -> dict[str, str]:
     """The same settings for libpq's tools (``pg_dump``, ``psql``): never the password."""
+    addresses = database.addresses
     env = {
-        "PGHOST": database.host,
-        "PGPORT": str(database.port),
+        "PGHOST": ",".join(host for host, _ in addresses),
+        "PGPORT": ",".join(str(port) for _, port in addresses),
         "PGUSER": database.username,
         "PGDATABASE": database.database,
         "PGSSLMODE": database.sslmode,
     }
+    if database.is_cluster:
+        env["PGTARGETSESSIONATTRS"] = "read-write"  # the primary, as our own connections
     if database.sslrootcert:
         env["PGSSLROOTCERT"] = database.sslrootcert
     elif database.sslmode == "verify-full":

@@ -15,13 +15,45 @@ import msgspec
 from multidb.backups.wire import BackupState
 
 HEALTHY = "healthy"
+# The primary answers, but a replica is down or too far behind to serve reads (still 200).
+DEGRADED = "degraded"
 UNHEALTHY = "unhealthy"
 AVAILABLE = "available"
 UNAVAILABLE = "unavailable"
 TruncatedBy = Literal["rows", "bytes"]
+# A WAL position as PostgreSQL writes it (pg_lsn): two hexadecimal halves.
+Lsn = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")]
+NodeRole = Literal["primary", "standby", "unknown"]
+NodeState = Literal["up", "down", "paused"]
+
+
+class NodeReport(msgspec.Struct, kw_only=True):
+    """One server of a role with replicas or a cluster, as its monitor last saw it.
+
+    ``role``: ``primary`` (accepts writes) or ``standby``; ``state``: ``up``, ``down`` or
+    ``paused`` (a standby whose replay is paused). ``lag_bytes``: WAL the standby has not
+    replayed yet; ``lag_s``: for how long it has been behind, 0 once its replay position
+    equals the primary's (an idle primary is no lag). ``serving_reads``: whether reads are
+    routed to it now. ``checked_age_s``: how old this reading is.
+    """
+
+    address: str
+    role: NodeRole
+    state: NodeState
+    serving_reads: bool
+    lag_bytes: int | None = None
+    lag_s: float | None = None
+    replay_lsn: str | None = None
+    connections: int | None = None
+    checked_age_s: float | None = None
+    error: str | None = None
 
 
 class HealthReport(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``status``: ``healthy``; ``degraded`` (200, with ``reason``) when the primary answers
+    but a replica is down or lagging; ``unhealthy`` (503, with ``error``) when no primary
+    does. ``nodes``: the role's primary and replicas, for a role that has replicas."""
+
     database: str
     status: str
     test_query: int | None = None
@@ -29,6 +61,8 @@ class HealthReport(msgspec.Struct, kw_only=True, omit_defaults=True):
     version: str | None = None
     latency_ms: float | None = None
     error: str | None = None
+    reason: str | None = None
+    nodes: list[NodeReport] | None = None
     detail: dict[str, Any] | None = None
 
 
@@ -47,6 +81,8 @@ class StatsReport(msgspec.Struct, kw_only=True, omit_defaults=True):
     temp_bytes: int | None = None
     cache_hit_ratio: float | None = None
     error: str | None = None
+    # Per server (connections, replay lag) for a role with replicas or a cluster.
+    nodes: list[NodeReport] | None = None
     detail: dict[str, Any] | None = None
 
 
@@ -79,11 +115,19 @@ class BackupInfo(msgspec.Struct, kw_only=True):
 
 
 class ExecuteRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``query``: one SQL statement (one that is only blanks is refused too)."""
+    """``query``: one SQL statement (one that is only blanks is refused too).
+
+    ``consistency``: ``primary`` runs a read on the primary; ``any`` (the default) lets it
+    go to a replica within the lag bound. ``min_lsn``: the ``lsn`` an earlier write
+    answered; a replica serves this read only once it has replayed that far (the headers
+    ``X-MultiDB-Consistency`` and ``X-MultiDB-Min-LSN`` say the same; the body wins).
+    """
 
     query: Annotated[str, msgspec.Meta(min_length=1)]
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     read_only: bool = True
+    consistency: Literal["any", "primary"] | None = None
+    min_lsn: Lsn | None = None
 
 
 class ExecuteResult(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -102,6 +146,12 @@ class ExecuteResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     read_only: bool
     truncated_by: TruncatedBy | None = None
     status: str | None = None
+    # Where it ran: "primary" or "replica:<host:port>"; why there; the WAL position after
+    # a write's commit (carry it as min_lsn); how long a min_lsn read waited for a replica.
+    server: str | None = None
+    routing: str | None = None
+    lsn: str | None = None
+    waited_ms: float | None = None
 
 
 class ExecuteVote(msgspec.Struct, frozen=True, kw_only=True):

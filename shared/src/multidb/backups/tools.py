@@ -151,6 +151,9 @@ def tool_environment(
     env.update(database.libpq_environment())
     if host:
         env["PGHOST"] = host
+        if database.is_cluster:  # one given host instead of the cluster's list
+            env["PGPORT"] = str(database.port)
+            env.pop("PGTARGETSESSIONATTRS", None)
         if host.startswith("/"):
             # A Unix socket: TLS does not apply, and tools built without it refuse the modes.
             for name in [name for name in env if name.startswith("PGSSL")]:

@@ -15,13 +15,14 @@ from multidb import auth
 from multidb.backups import routes as backup_routes
 from multidb.disconnect import cancel_on_disconnect
 from multidb.errors import ForbiddenError
-from multidb.execute import execute
 from multidb.logs import execute_line
 from multidb.metrics import metrics_endpoint
 from multidb.openapi import protected, with_options
+from multidb.replicas.routing import from_headers
 from multidb.service.metrics import OK, execute_outcome
 from multidb.service.runtime import RoleRuntime
 from multidb.wire import (
+    DEGRADED,
     HEALTHY,
     BackupInfo,
     ExecuteRequest,
@@ -82,9 +83,11 @@ async def readyz(state: State) -> Response[Readiness]:
     ),
 )
 async def health(state: State) -> Response[HealthReport]:
-    """The spec's health answer; 200 when healthy, 503 (same body, with ``error``) when not."""
+    """The spec's health answer; 200 when healthy or ``degraded`` (a replica down or
+    lagging: ``reason`` says which), 503 (same body, with ``error``) when no primary answers.
+    A role with replicas lists its servers in ``nodes``."""
     report = await _runtime(state).health()
-    return Response(report, status_code=200 if report.status == HEALTHY else 503)
+    return Response(report, status_code=200 if report.status in {HEALTHY, DEGRADED} else 503)
 
 
 @get(
@@ -137,10 +140,10 @@ async def _execute_query(
         if refusals:
             raise ForbiddenError("; ".join(refusals))
 
+        routed = from_headers(data, request.headers)
+
         async def run() -> ExecuteResult:
-            pool = await runtime.execute_pool(read_only=data.read_only)
-            waiting = runtime.pool_waiting(read_only=data.read_only)
-            return await execute(pool, runtime.spec.name, data, runtime.limits, waiting)
+            return await runtime.router.execute(routed)
 
         with runtime.callers.slot(principal.subject):
             result = await cancel_on_disconnect(request.receive, run())

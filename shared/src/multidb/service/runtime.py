@@ -18,15 +18,23 @@ from multidb.backups.engine import JOB_NAME as BACKUP_JOB
 from multidb.backups.manager import BackupCollector, BackupManager
 from multidb.errors import CONNECTION_ERRORS, DatabaseUnavailableError, describe
 from multidb.execute import ExecuteLimits
-from multidb.execute_logins import ExecuteLogin, LoginLimits, provision_execute_logins
+from multidb.execute_logins import (
+    ExecuteLogin,
+    LoginLimits,
+    derive_logins,
+    provision_execute_logins,
+)
 from multidb.jobs import JobRunner
 from multidb.metrics import PoolWatch
+from multidb.replicas.metrics import ReplicaCollector, routed_counter
+from multidb.replicas.monitor import Node, ReplicaSet
+from multidb.replicas.routing import Router
 from multidb.roles import RoleSpec
 from multidb.service.caller_limit import CallerLimit
 from multidb.service.metrics import RoleMetrics
 from multidb.service.sampler import CatalogSampler
 from multidb.settings import DatabaseSettings, Settings
-from multidb.wire import HealthReport, StatsReport
+from multidb.wire import DEGRADED, HEALTHY, HealthReport, StatsReport
 
 log = logging.getLogger("multidb.service")
 
@@ -121,9 +129,30 @@ class RoleRuntime:
         self.backups.job_status = lambda: self.jobs.job_status(BACKUP_JOB)
         self.metrics.watch_jobs(self.jobs.status)
         self.metrics.registry.register(BackupCollector(self.backups))
+        # A role with replicas or a cluster: its servers watched, reads routed to replicas.
+        self.replicas: ReplicaSet | None = None
+        if ReplicaSet.wanted(database):
+            self.replicas = ReplicaSet(
+                database,
+                timeout_ms=settings.health_timeout_ms,
+                on_primary_change=self._primary_changed,
+            )
+            self.metrics.registry.register(ReplicaCollector(spec.name, self.replicas))
+        self._replica_pools: dict[str, asyncpg.Pool] = {}
+        self.router = Router(
+            spec.name,
+            replicas=self.replicas,
+            pool_for=self._statement_pool,
+            waiting=self._statement_waiting,
+            limits=self.limits,
+            wait_ms=settings.read_your_writes_wait_ms,
+            counted=routed_counter(self.metrics.registry, spec.name),
+        )
 
     async def start(self) -> None:
         await self.admin
+        if self.replicas is not None:
+            await self.replicas.start()
         self.sampler.start()
         for resource in self.plugins.hook.multidb_service_resources(
             role=self.spec.name, runtime=self
@@ -146,7 +175,9 @@ class RoleRuntime:
 
     async def _close_pools(self) -> None:
         await self.sampler.stop()
-        pools = [self.admin, *self._execute_pools.values()]
+        if self.replicas is not None:
+            await self.replicas.stop()
+        pools = [self.admin, *self._execute_pools.values(), *self._replica_pools.values()]
         if self._ingest is not None:
             pools.append(self._ingest.pool)
         if self._queries is not None:
@@ -182,6 +213,50 @@ class RoleRuntime:
                     self._execute_pools[flag] = pool
                     self.pool_watches["reader" if flag else "writer"] = PoolWatch(pool)
         return self._execute_pools[read_only]
+
+    def _primary_pools(self) -> list[asyncpg.Pool]:
+        pools = [self.admin, *self._execute_pools.values()]
+        pools += [watch.pool for watch in (self._ingest, self._queries) if watch is not None]
+        return pools
+
+    def _primary_changed(self) -> None:
+        """Failover: connections pooled to the old primary go (each closes when next
+        acquired or released); new ones find the new primary (target_session_attrs)."""
+        for pool in self._primary_pools():
+            pool.expire_connections()
+
+    async def replica_pool(self, node: Node) -> asyncpg.Pool:
+        """The reader login's pool on ``node``, made on first use. The login exists there
+        by replication, and its password is derived: no primary is needed to read."""
+        pool = self._replica_pools.get(node.name)
+        if pool is None:
+            reader = derive_logins(self.database).reader
+            pool = await _pool(
+                node.settings,
+                self.database.pool_size,
+                user=reader.username,
+                password=reader.password,
+                init=_init_execute_connection,
+            )
+            if node.name in self._replica_pools:
+                await pool.close()
+            else:
+                self._replica_pools[node.name] = pool
+                self.pool_watches[f"replica {node.name}"] = PoolWatch(pool)
+        return self._replica_pools[node.name]
+
+    async def _statement_pool(self, node: Node | None, read_only: bool) -> asyncpg.Pool:
+        if node is None:
+            return await self.execute_pool(read_only=read_only)
+        return await self.replica_pool(node)
+
+    def _statement_waiting(
+        self, node: Node | None, read_only: bool
+    ) -> contextlib.AbstractContextManager[None]:
+        if node is None:
+            return self.pool_waiting(read_only=read_only)
+        watch = self.pool_watches.get(f"replica {node.name}")
+        return watch.waiting() if watch else contextlib.nullcontext()
 
     async def ingest_pool(self) -> PoolWatch:
         """The pool ingestion batches are written with (:mod:`multidb.ingest`), made on
@@ -252,13 +327,21 @@ class RoleRuntime:
         return watch.waiting() if watch else contextlib.nullcontext()
 
     async def health(self) -> HealthReport:
+        """The primary's health, checked live; with replicas, every server as the monitor
+        last saw it, and ``degraded`` when one is down or lagging."""
         with self.metrics.health_latency.time():
-            return await probes.check_health(
+            report = await probes.check_health(
                 self.spec.name,
                 self.admin_watch.acquire,
                 self.settings.health_timeout_ms,
                 self._health_detail,
             )
+        if self.replicas is not None:
+            report.nodes = self.replicas.reports()
+            reason = self.replicas.degradation()
+            if report.status == HEALTHY and reason is not None:
+                report.status, report.reason = DEGRADED, reason
+        return report
 
     async def stats(self) -> StatsReport:
         """Activity read live (one ``pg_stat_database`` row); table count and size from the
@@ -271,6 +354,8 @@ class RoleRuntime:
             self._stats_detail,
             take_snapshot=self.sampler.take,
         )
+        if self.replicas is not None:
+            report.nodes = self.replicas.reports()
         return report
 
 
