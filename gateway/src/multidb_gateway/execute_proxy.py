@@ -31,6 +31,7 @@ from multidb.errors import (
     TimeoutExceededError,
 )
 from multidb.execute import check_request
+from multidb.replicas.routing import CONSISTENCY_HEADER, MIN_LSN_HEADER, from_headers
 from multidb.request_id import request_id_of
 from multidb.wire import ExecuteRequest
 from multidb_gateway import metrics
@@ -54,6 +55,16 @@ _decode_count = msgspec.json.Decoder(_Counted).decode
 _decode_problem = msgspec.json.Decoder(_Problem).decode
 # Room for the answer's envelope beyond its rows and the echoed query and params.
 ENVELOPE_BYTES = 64 * 1024
+
+
+def routing_headers(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The caller's read routing headers (consistency, min_lsn), passed on to the service."""
+    found = {}
+    for header in (CONSISTENCY_HEADER, MIN_LSN_HEADER):
+        value = request.headers.get(header)
+        if value is not None:
+            found[header] = value
+    return found
 
 
 def decode_request(body: bytes) -> ExecuteRequest:
@@ -129,6 +140,7 @@ async def forward_execute(
         query = decode_request(body)
         limits = runtime.execute_limits
         check_request(query, limits)
+        from_headers(query, request.headers)  # a malformed routing header: 400 here
         auth.check_write(principal, query.read_only, name)
         # Longer than the service may take, so a statement that times out comes back as
         # the service's own 504 problem, not as the gateway's.
@@ -138,7 +150,11 @@ async def forward_execute(
             name,
             "POST",
             "/execute",
-            {**forward_headers(request), "content-type": "application/json"},
+            {
+                **forward_headers(request),
+                **routing_headers(request),
+                "content-type": "application/json",
+            },
             timeout_ms,
             body=body,
             max_bytes=limits.max_bytes + len(body) + ENVELOPE_BYTES,

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from multidb import metrics
+from multidb.wire import DEGRADED, HEALTHY
 
 if TYPE_CHECKING:
     from multidb_gateway.audit import AuditTrail
@@ -127,7 +128,8 @@ class _GatewayCollector:
         _, roles = self.monitor.snapshot()
         healthy = GaugeMetricFamily(
             "multidb_gateway_role_healthy",
-            "1 when the gateway's latest background health check of the role was healthy",
+            "1 when the gateway's latest background health check of the role was healthy "
+            "(or degraded: its primary answers, a replica is down or lagging)",
             labels=["role"],
         )
         age = GaugeMetricFamily(
@@ -136,7 +138,8 @@ class _GatewayCollector:
             labels=["role"],
         )
         for role, report in roles.items():
-            healthy.add_metric([role], 1.0 if report.get("status") == "healthy" else 0.0)
+            working = report.get("status") in {HEALTHY, DEGRADED}
+            healthy.add_metric([role], 1.0 if working else 0.0)
             if "age_s" in report:
                 age.add_metric([role], report["age_s"])
         yield healthy

@@ -171,11 +171,14 @@
     for (const role of names) {
       const report = body[role] || {};
       const entry = card(role);
-      const status = report.status === "healthy" ? "healthy" : "unhealthy";
-      if (status === "healthy") healthy += 1;
+      // degraded: the primary answers, a replica is down or lagging (the reason says which).
+      const status = report.status === "healthy" || report.status === "degraded"
+        ? report.status : "unhealthy";
+      if (status !== "unhealthy") healthy += 1;
       entry.node.dataset.status = status;
       entry.badge.textContent = status;
-      entry.healthError = status === "healthy" ? "" : String(report.error || "unhealthy");
+      entry.healthError = status === "healthy" ? ""
+        : String((status === "degraded" ? report.reason : report.error) || status);
       showProblem(entry);
       entry.values.latency.textContent = ms(report.latency_ms);
       entry.values.checked.textContent =
