@@ -10,6 +10,10 @@ CA (``ca.crt``, ``ca.key`` beside ``state.json``) and a server certificate for l
 127.0.0.1 and ::1 (``server.crt``, ``server.key`` in the cluster's folder) are made, keys
 0600 from creation, and ``ssl = on`` is added to its configuration. Its environment makes
 every role connect with ``sslmode=verify-full`` against that CA.
+
+A running cluster makes streaming replicas of itself (:meth:`EmbeddedPostgres.create_replica`):
+each a cluster of the same kind in a folder of its own, with its own port (and TLS front),
+the same password and the same CA, started and stopped like the primary.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import fcntl
 import functools
 import os
 import pwd
+import re
 import secrets
+import shutil
 import signal
 import socket
 import stat
@@ -31,6 +37,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -67,6 +74,11 @@ listen_addresses = ''
 """
 FRONT_MODULE = "multidb_devstack.tls_front"
 FRONT_STOP_TIMEOUT_S = 15.0
+# pg_basebackup -R marks a replica with this file; promotion removes it.
+STANDBY_SIGNAL = "standby.signal"
+# A WAL segment's file name: timeline, then log and segment numbers (8 hex digits each).
+WAL_SEGMENT = re.compile(r"[0-9A-F]{24}")
+StopMode = Literal["smart", "fast", "immediate"]
 
 
 class EmbeddedState(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,15 +122,30 @@ class EmbeddedPostgres:
     def state(self) -> EmbeddedState:
         return msgspec.json.decode(self.state_file.read_bytes(), type=EmbeddedState)
 
-    def _run(self, *args: str) -> None:
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:<port>``: where clients reach it (its TLS front, when it has one)."""
+        return f"{HOST}:{self.state.port}"
+
+    def _run(self, *args: str, env: Mapping[str, str] | None = None) -> str:
+        """Run one of this cluster's programs as its system user; its standard output.
+        ``env``: variables added to the program's environment (a password goes there,
+        ``PGPASSWORD``, never in argv)."""
         # The program of that name among this cluster's binaries (pgserver's unless given).
         program = str(self.binaries / Path(args[0]).name)
+        full_env = None if env is None else {**os.environ, **env}
         result = subprocess.run(  # noqa: S603 - fixed binaries, arguments we build
-            [program, *args[1:]], user=self._as_user, capture_output=True, text=True, check=False
+            [program, *args[1:]],
+            user=self._as_user,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             msg = f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}"
             raise RuntimeError(msg)
+        return result.stdout
 
     def _prepare_permissions(self) -> None:
         ensure_user_exists(SYSTEM_USER)
@@ -276,15 +303,17 @@ class EmbeddedPostgres:
                 self._start_front(state)
         return state
 
-    def stop(self) -> None:
-        """Stop the cluster (fast shutdown) and its front; no-op when neither runs."""
+    def stop(self, *, mode: StopMode = "fast") -> None:
+        """Stop the cluster and its front; no-op when neither runs. ``mode``: pg_ctl's
+        shutdown mode (``immediate``: no checkpoint, crash recovery at the next start, as
+        after a crash)."""
         with self._locked():
-            self._stop()
+            self._stop(mode)
 
-    def _stop(self) -> None:
+    def _stop(self, mode: StopMode = "fast") -> None:
         self._stop_front()
         if self._server_running():
-            self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast", "stop")
+            self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-m", mode, "stop")
 
     def reload(self) -> None:
         """Ask the running cluster to read its configuration files again (``pg_ctl reload``)."""
@@ -302,6 +331,128 @@ class EmbeddedPostgres:
             check=False,
         )
         return result.returncode == 0
+
+    # ---- streaming replicas --------------------------------------------------------------
+
+    @property
+    def standby_name(self) -> str:
+        """The name a replica goes by on its primary (``application_name`` in the primary's
+        ``pg_stat_replication``; ``cluster_name`` in its own configuration): its folder's."""
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", self.folder.name)
+
+    def is_standby(self) -> bool:
+        """Whether the cluster is a replica (made so, and not promoted since)."""
+        return (self.pgdata / STANDBY_SIGNAL).exists()
+
+    def create_replica(self, folder: Path, port: int | None = None) -> EmbeddedPostgres:
+        """A streaming replica of this running cluster in ``folder``, not started yet (its
+        :meth:`start` starts it, with its own TLS front when it needs one).
+
+        The replica there already is reused (its port too, whatever ``port`` says) when it
+        can still follow this cluster. Anything else in ``folder`` is replaced: a replica
+        of another cluster (this one was made anew), one promoted since, one half made,
+        or one too far behind to catch up (this cluster no longer holds the WAL it needs,
+        as after a long while without it). A replica has its own port (``port``, or a free
+        one), this cluster's password (its roles are the primary's, copied) and a copy of
+        its CA, which issued the server certificate pg_basebackup copied with the data."""
+        replica = EmbeddedPostgres(folder, port, binaries=self.binaries)
+        with replica._locked():
+            if not replica._follows(self):
+                replica._copy_of(self)
+        return replica
+
+    def promote(self) -> None:
+        """Make this replica a primary (``pg_ctl promote``); returns once it takes writes."""
+        self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60", "promote")
+
+    async def standbys(self) -> dict[str, str]:
+        """The replicas streaming from this cluster now: each one's :attr:`standby_name`
+        and state (``startup``, ``catchup``, ``streaming``) as ``pg_stat_replication`` has it."""
+        conn = await self.admin_settings().connect(timeout=10)
+        try:
+            rows = await conn.fetch("SELECT application_name, state FROM pg_stat_replication")
+        finally:
+            await conn.close()
+        return {row["application_name"]: row["state"] for row in rows}
+
+    def _control(self) -> dict[str, str]:
+        """``pg_controldata``'s fields (system identifier, last checkpoint, ...)."""
+        # LC_ALL=C: the field names in English whatever the machine's locale.
+        said = self._run(_bin("pg_controldata"), "-D", str(self.pgdata), env={"LC_ALL": "C"})
+        fields = (line.partition(":") for line in said.splitlines())
+        return {name.strip(): value.strip() for name, _, value in fields}
+
+    def _follows(self, primary: EmbeddedPostgres) -> bool:
+        """Whether this folder holds a replica of ``primary`` that can catch up with it."""
+        if not (self.is_standby() and self.state_file.exists()):
+            return False
+        if not (self.ca_file.exists() and self.ca_key_file.exists()):
+            return False
+        try:
+            mine = self._control()
+        except RuntimeError:  # no readable pg_control: not a cluster, whatever it holds
+            return False
+        theirs = primary._control()
+        identifier = "Database system identifier"
+        if not mine.get(identifier) or mine.get(identifier) != theirs.get(identifier):
+            return False  # a copy of another cluster, one whose folder was made anew since
+        # At its start a replica replays its own WAL from its last restart point, then asks
+        # the primary for the rest: the primary must still hold the WAL from there on (it
+        # keeps no slot for it). The segment's number, without the timeline, tells.
+        redo = mine.get("Latest checkpoint's REDO WAL file", "")
+        held = [
+            name[8:]
+            for name in os.listdir(primary.pgdata / "pg_wal")
+            if WAL_SEGMENT.fullmatch(name)
+        ]
+        return bool(WAL_SEGMENT.fullmatch(redo)) and bool(held) and min(held) <= redo[8:]
+
+    def _copy_of(self, primary: EmbeddedPostgres) -> None:
+        """Make this folder a new replica of ``primary`` (pg_basebackup -R), replacing what
+        is there; the port stays the one it had, if any."""
+        kept_port = self.state.port if self.state_file.exists() else None
+        if self.pgdata.exists():
+            self._stop("immediate")  # a stale replica running from there: its copy goes
+            shutil.rmtree(self.pgdata)
+        # Gone before the copy starts, and written once it is complete: a copy that fails
+        # half way is not taken for a replica next time.
+        self.state_file.unlink(missing_ok=True)
+        self.pgdata.mkdir(parents=True, mode=0o700)
+        self.pgdata.chmod(0o700)  # PostgreSQL refuses a data folder others may read
+        if self._as_user:
+            self._prepare_permissions()
+        source = primary.state
+        self._run(
+            _bin("pg_basebackup"),
+            "-D",
+            str(self.pgdata),
+            "-h",
+            str(primary.pgdata),  # its Unix socket: the binaries have no TLS for the front
+            "-p",
+            str(source.port),
+            "-U",
+            SUPERUSER,
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            env={"PGPASSWORD": source.password},
+        )
+        # The primary's log came with its data: this one's log starts empty.
+        (self.pgdata / "server.log").unlink(missing_ok=True)
+        with (self.pgdata / "postgresql.conf").open("a") as handle:
+            handle.write(
+                "\n# multidb: the name this replica goes by on its primary (pg_stat_replication)\n"
+                f"cluster_name = '{self.standby_name}'\n"
+            )
+        # The server certificate came with the data; its CA comes along, key included, so
+        # that it still chains to what clients trust and can be renewed here.
+        write_private(self.ca_key_file, primary.ca_key_file.read_bytes())
+        write_private(self.ca_file, primary.ca_file.read_bytes())
+        self.ca_file.chmod(0o644)
+        state = EmbeddedState(port=self._port or kept_port or free_port(), password=source.password)
+        write_private(self.state_file, msgspec.json.encode(state))
 
     # ---- the TLS front (binaries without TLS) --------------------------------------------
 
@@ -389,19 +540,23 @@ class EmbeddedPostgres:
             env_prefix=spec.prefix,
         )
 
-    async def create_databases(self, names: Iterable[str]) -> None:
-        """Create each database that does not exist yet."""
-        admin = DatabaseSettings(
+    def admin_settings(self, database: str = "postgres") -> DatabaseSettings:
+        """The superuser's settings for ``database`` on this cluster (TLS, verify-full)."""
+        state = self.state
+        return DatabaseSettings(
             host=HOST,
-            port=self.state.port,
+            port=state.port,
             username=SUPERUSER,
-            password=self.state.password,
-            database="postgres",
+            password=state.password,
+            database=database,
             sslmode=SSLMODE,
             sslrootcert=str(self.ca_file),
             role="embedded PostgreSQL",
         )
-        conn = await admin.connect()
+
+    async def create_databases(self, names: Iterable[str]) -> None:
+        """Create each database that does not exist yet."""
+        conn = await self.admin_settings().connect()
         try:
             existing = {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
             for name in names:
@@ -431,6 +586,28 @@ class EmbeddedPostgres:
             env[role_variable(spec, "BACKUP_HOST")] = str(self.pgdata)
         env["MULTI_DB_PG_BIN_DIR"] = str(self.binaries)
         return env
+
+
+async def wait_streaming(
+    primary: EmbeddedPostgres, replicas: Iterable[EmbeddedPostgres], timeout_s: float = 30.0
+) -> None:
+    """Return once each of ``replicas`` streams from ``primary``; RuntimeError, naming the
+    first one that does not and its log, after ``timeout_s``."""
+    waiting = list(replicas)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = await primary.standbys()
+        waiting = [r for r in waiting if states.get(r.standby_name) != "streaming"]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            late = waiting[0]
+            msg = (
+                f"the replica in {late.folder} does not stream from {primary.folder} after "
+                f"{timeout_s:.0f} s (its log: {late.pgdata / 'server.log'})"
+            )
+            raise RuntimeError(msg)
+        await asyncio.sleep(0.05)
 
 
 def start_embedded(

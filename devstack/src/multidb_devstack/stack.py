@@ -2,7 +2,9 @@
 
 PostgreSQL, migrations, every role's service and the gateway, each service its own
 process. When the environment (or ``.env``) names database servers, those are used;
-otherwise an embedded PostgreSQL runs from ``.data/pg`` (kept between runs). A
+otherwise an embedded PostgreSQL runs from ``.data/pg`` (kept between runs), with
+``MULTI_DB_EMBEDDED_REPLICAS`` streaming replicas of it in ``.data/pg-replica-<n>`` (kept
+too) that every role's ``<prefix>REPLICAS`` names. A
 development API key, JWT secret and internal service secret are generated once into
 ``.data/credentials.json`` unless ``API_KEYS``/``JWT_SECRET``/``MULTI_DB_SERVICE_SECRET``
 are set. A crashed process is restarted with backoff;
@@ -24,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -35,8 +37,14 @@ from multidb.files import write_private
 from multidb.logs import FORMAT_VARIABLE, load_log_settings, resolve_format
 from multidb.plugins import get_roles
 from multidb.roles import RoleSpec
-from multidb.settings import GATEWAY_PORT, load_settings, read_environment, variable_name
-from multidb_devstack.embedded import EmbeddedPostgres
+from multidb.settings import (
+    GATEWAY_PORT,
+    SettingsError,
+    load_settings,
+    read_environment,
+    variable_name,
+)
+from multidb_devstack.embedded import EmbeddedPostgres, wait_streaming
 
 log = logging.getLogger("multidb_devstack.stack")
 
@@ -44,6 +52,10 @@ READY_TIMEOUT_S = 60.0
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 GATEWAY = "gateway"
+REPLICAS_VARIABLE = "MULTI_DB_EMBEDDED_REPLICAS"
+# One replica is what anyone needs to see reads go elsewhere; each costs a server's memory.
+MAX_EMBEDDED_REPLICAS = 3
+STREAMING_TIMEOUT_S = 30.0
 
 
 class Credentials(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +92,57 @@ def load_credentials(folder: Path) -> Credentials:
 def names_servers(env: Mapping[str, str], roles: Mapping[str, RoleSpec]) -> bool:
     """Whether the environment points any role at a database server of its own."""
     return any(env.get(variable_name(spec, "host")) for spec in roles.values())
+
+
+def embedded_replica_count(env: Mapping[str, str]) -> int:
+    """``MULTI_DB_EMBEDDED_REPLICAS``: how many replicas of the embedded cluster to run."""
+    raw = env.get(REPLICAS_VARIABLE, "").strip()
+    if not raw:
+        return 0
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_EMBEDDED_REPLICAS:
+        msg = (
+            f"{REPLICAS_VARIABLE}: must be a whole number from 0 to {MAX_EMBEDDED_REPLICAS} "
+            f"(got {raw!r})"
+        )
+        raise SettingsError(msg)
+    return int(raw)
+
+
+def replicas_environment(roles: Mapping[str, RoleSpec], addresses: Sequence[str]) -> dict[str, str]:
+    """Every role's ``<prefix>REPLICAS`` naming the replicas at ``addresses`` (``host:port``):
+    all roles share the embedded cluster, so its replicas serve every role."""
+    if not addresses:
+        return {}
+    listed = ",".join(addresses)
+    return {variable_name(spec, "replicas"): listed for spec in roles.values()}
+
+
+def start_replicas(
+    primary: EmbeddedPostgres, folder: Path, count: int, say: Callable[[str], None]
+) -> list[EmbeddedPostgres]:
+    """Start ``count`` streaming replicas of the running ``primary`` in
+    ``folder/pg-replica-<n>`` (made there once, reused after), and return once each
+    streams. One that fails stops those started before it."""
+    replicas: list[EmbeddedPostgres] = []
+    try:
+        for number in range(1, count + 1):
+            path = folder / f"pg-replica-{number}"
+            replica = primary.create_replica(path)
+            replicas.append(replica)
+            replica.start()
+            say(f"started replica {number} of the embedded PostgreSQL in {path}: {replica.address}")
+        asyncio.run(wait_streaming(primary, replicas, STREAMING_TIMEOUT_S))
+    except BaseException:
+        _stop_all(replicas)
+        raise
+    return replicas
+
+
+def _stop_all(servers: Sequence[EmbeddedPostgres]) -> None:
+    """Stop ``servers``, the last first; one that fails to stop does not keep the others up."""
+    with contextlib.ExitStack() as stopping:
+        for server in servers:
+            stopping.callback(server.stop)
 
 
 class AlreadyRunningError(RuntimeError):
@@ -228,19 +291,18 @@ def run_stack(folder: Path, say: Callable[[str], None]) -> int:
     lock.acquire()
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
-    server: EmbeddedPostgres | None = None
+    servers: list[EmbeddedPostgres] = []  # the embedded cluster, then its replicas
     children: list[Supervised] = []
     try:
         env = read_environment()
         roles = get_roles()
+        replica_count = embedded_replica_count(env)
         if names_servers(env, roles):
             say("using the database servers named by the environment")
+            if replica_count:
+                say(f"{REPLICAS_VARIABLE} ignored: no embedded PostgreSQL to replicate")
         else:
-            say(f"starting the embedded PostgreSQL in {folder / 'pg'}")
-            server = EmbeddedPostgres(folder / "pg")
-            server.start()
-            asyncio.run(server.create_databases(spec.database for spec in roles.values()))
-            env.update(server.environment(roles))
+            env.update(_start_embedded(folder, roles, replica_count, say, servers))
         env = {**load_credentials(folder).environment(), **env}  # what is set wins
         env.setdefault("MULTI_DB_BACKUP_DIR", str((folder / "backups").resolve()))
         settings = load_settings(env, roles)
@@ -269,11 +331,33 @@ def run_stack(folder: Path, say: Callable[[str], None]) -> int:
             child.stop()
         for child in children:
             child.wait()
-        if server is not None:
-            server.stop()
+        # The replicas before their primary: it need not wait for them to take its last WAL.
+        _stop_all(servers)
         lock.release()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _start_embedded(
+    folder: Path,
+    roles: Mapping[str, RoleSpec],
+    replica_count: int,
+    say: Callable[[str], None],
+    servers: list[EmbeddedPostgres],
+) -> dict[str, str]:
+    """Start the embedded cluster, one database per role, and ``replica_count`` replicas;
+    the environment that points every role at them. Each server joins ``servers`` as it
+    starts, for the caller to stop whatever happens."""
+    say(f"starting the embedded PostgreSQL in {folder / 'pg'}")
+    server = EmbeddedPostgres(folder / "pg")
+    servers.append(server)
+    server.start()
+    asyncio.run(server.create_databases(spec.database for spec in roles.values()))
+    env = server.environment(roles)
+    replicas = start_replicas(server, folder, replica_count, say)
+    servers.extend(replicas)
+    env.update(replicas_environment(roles, [replica.address for replica in replicas]))
+    return env
 
 
 def _say_ready(
