@@ -92,6 +92,12 @@ def _bin(name: str) -> str:
     return str(POSTGRES_BIN_PATH / name)
 
 
+def _segment(lsn: str, size: int) -> int:
+    """The number of the WAL segment (of ``size`` bytes) that holds ``lsn`` (``'16/B374D848'``)."""
+    high, _, low = lsn.partition("/")
+    return ((int(high, 16) << 32) | int(low, 16)) // size
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -396,16 +402,34 @@ class EmbeddedPostgres:
         identifier = "Database system identifier"
         if not mine.get(identifier) or mine.get(identifier) != theirs.get(identifier):
             return False  # a copy of another cluster, one whose folder was made anew since
-        # At its start a replica replays its own WAL from its last restart point, then asks
-        # the primary for the rest: the primary must still hold the WAL from there on (it
-        # keeps no slot for it). The segment's number, without the timeline, tells.
-        redo = mine.get("Latest checkpoint's REDO WAL file", "")
+        if self._server_running():
+            return True  # it streams, or catches up from where it is: wait_streaming tells
+        return self._resumes_within(mine, primary)
+
+    def _resumes_within(self, control: Mapping[str, str], primary: EmbeddedPostgres) -> bool:
+        """Whether ``primary`` still holds the WAL this stopped replica (its ``control``
+        data) asks for when it starts: it replays its own WAL, then streams the rest from
+        where that ends. No slot keeps that WAL on the primary: a replica left stopped
+        while the primary went on may be too far behind. Where its own WAL ends is not
+        recorded; its last restart point and its minimum recovery point (moved up to the
+        last record replayed whenever it wrote pages) come before that end, so a primary
+        holding the later one's segment holds all the replica will ask for."""
+        try:
+            size = int(control["Bytes per WAL segment"])
+            resumes = max(
+                _segment(control["Latest checkpoint's REDO location"], size),
+                _segment(control["Minimum recovery ending location"], size),
+            )
+        except (KeyError, ValueError):
+            return False
+        # A segment's file name: timeline, then its number as two words of 8 hex digits.
+        per_word = 0x1_0000_0000 // size
         held = [
-            name[8:]
+            int(name[8:16], 16) * per_word + int(name[16:], 16)
             for name in os.listdir(primary.pgdata / "pg_wal")
             if WAL_SEGMENT.fullmatch(name)
         ]
-        return bool(WAL_SEGMENT.fullmatch(redo)) and bool(held) and min(held) <= redo[8:]
+        return bool(held) and min(held) <= resumes
 
     def _copy_of(self, primary: EmbeddedPostgres) -> None:
         """Make this folder a new replica of ``primary`` (pg_basebackup -R), replacing what
