@@ -72,6 +72,16 @@ class ProcessFleet:
         finally:
             self.close()
 
+    @contextlib.contextmanager
+    def running_only(self, *names: str) -> Iterator[ProcessFleet]:
+        """Only ``names``, started now in that order and stopped at the end."""
+        try:
+            for name in names:
+                self.start(name)
+            yield self
+        finally:
+            self.close()
+
     def start_all(self) -> None:
         for name in [*BUILTIN_ROLES, GATEWAY]:
             self.start(name)

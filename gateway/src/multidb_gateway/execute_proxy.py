@@ -140,7 +140,12 @@ async def forward_execute(
         query = decode_request(body)
         limits = runtime.execute_limits
         check_request(query, limits)
-        from_headers(query, request.headers)  # a malformed routing header: 400 here
+        # A malformed routing header: 400 here, before the service.
+        from_headers(
+            query,
+            request.headers.get(CONSISTENCY_HEADER),
+            request.headers.get(MIN_LSN_HEADER),
+        )
         auth.check_write(principal, query.read_only, name)
         # Longer than the service may take, so a statement that times out comes back as
         # the service's own 504 problem, not as the gateway's.

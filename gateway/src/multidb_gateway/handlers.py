@@ -15,6 +15,7 @@ from multidb import auth
 from multidb.errors import NotFoundError
 from multidb.metrics import metrics_endpoint
 from multidb.openapi import RawExecuteBody, protected, with_options
+from multidb.replicas.routing import ConsistencyHeader, MinLsnHeader
 from multidb.wire import BackupInfo, ExecuteResult, HealthReport, ModelsReport, StatsReport
 from multidb_gateway import (
     archive_route,
@@ -260,12 +261,17 @@ async def models_one(name: FromPath[str], state: State) -> ModelsReport:
     **protected(None, 400, 404, 413, 429, 502, 503, 504),
 )
 async def execute(
-    name: FromPath[str], request: Request[Any, Any, Any], state: State
+    name: FromPath[str],
+    request: Request[Any, Any, Any],
+    state: State,
+    consistency: ConsistencyHeader = None,
+    min_lsn: MinLsnHeader = None,
 ) -> Response[ExecuteResult]:
     """Forward one statement to the role's service; exactly one audit record either way.
 
     Needs `db:execute` (or `db:execute:<name>`), and to write (`read_only: false`)
-    `db:write` (or `db:write:<name>`) as well.
+    `db:write` (or `db:write:<name>`) as well. Reads may run on a replica (`server`);
+    a write answers `lsn`, which a later read carries as `min_lsn` to see it.
     """
     return await forward_execute(_runtime(state), name, request)  # type: ignore[return-value]
 

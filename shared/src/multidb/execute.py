@@ -376,7 +376,10 @@ async def _give_back(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
         await pool.release(conn, timeout=RELEASE_TIMEOUT_S)
     except Exception as exc:
         log.warning("execute connection not returned cleanly: %s", describe(exc))
-        conn.terminate()
+        # The pool may have taken it back already (its server went away during the
+        # reset): then it is the pool's to close, and the proxy refuses.
+        with contextlib.suppress(asyncpg.InterfaceError):
+            conn.terminate()
 
 
 async def execute(

@@ -2,8 +2,8 @@
 
 ``multidb_node_up``, ``multidb_node_is_primary``, ``multidb_replica_lag_bytes``,
 ``multidb_replica_lag_seconds`` and ``multidb_replica_serving_reads``, labelled by role and
-server; ``multidb_execute_routed_total`` (role, server kind, reason) counts where
-statements ran (:mod:`multidb.replicas.routing`).
+server; ``multidb_reads_waiting_for_replay``; ``multidb_execute_routed_total`` (role,
+server kind, reason) counts where statements ran (:mod:`multidb.replicas.routing`).
 """
 
 from __future__ import annotations
@@ -56,7 +56,13 @@ class ReplicaCollector:
                     lag_bytes.add_metric(where, float(node.lag_bytes))
                 if node.lag_s is not None:
                     lag_s.add_metric(where, node.lag_s)
-        yield from (up, primary, lag_bytes, lag_s, serving)
+        waiting = GaugeMetricFamily(
+            "multidb_reads_waiting_for_replay",
+            "Reads waiting now for a replica to replay their min_lsn",
+            labels=["role"],
+        )
+        waiting.add_metric([self.role], float(self.replicas.waiting_reads))
+        yield from (up, primary, lag_bytes, lag_s, serving, waiting)
 
 
 def routed_counter(registry: CollectorRegistry, role: str) -> Callable[[str, str], None]:

@@ -174,6 +174,8 @@ class ReplicaSet:
         self._history_of: Node | None = None
         self._turn = itertools.count()
         self._task: asyncio.Task[None] | None = None
+        # Reads waiting now for a replica to replay their min_lsn.
+        self.waiting_reads = 0
 
     @staticmethod
     def wanted(database: DatabaseSettings) -> bool:
@@ -347,11 +349,14 @@ class ReplicaSet:
         node._waiters.append((position, future))
         if node._poller is None or node._poller.done():
             node._poller = asyncio.create_task(self._poll_replay(node))
+        self.waiting_reads += 1
         try:
             async with asyncio.timeout(timeout_s):
                 await future
         except TimeoutError:
             return False
+        finally:
+            self.waiting_reads -= 1
         return True
 
     async def _poll_replay(self, node: Node) -> None:

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
+from typing import Annotated
 
 import asyncpg
 import msgspec
+from litestar.params import HeaderParameter
 
 from multidb.errors import BadRequestError, DatabaseUnavailableError, SQLError
 from multidb.execute import ExecuteLimits, execute
@@ -53,17 +55,39 @@ Waiting = Callable[[Node | None, bool], contextlib.AbstractContextManager[None]]
 Counted = Callable[[str, str], None]
 
 
-def from_headers(request: ExecuteRequest, headers: Mapping[str, str]) -> ExecuteRequest:
+# The routing headers, declared on the execute routes (so OpenAPI documents them).
+ConsistencyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="X-MultiDB-Consistency",
+        required=False,
+        description="`primary`: run this read on the primary (as `consistency` in the body)",
+    ),
+]
+MinLsnHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="X-MultiDB-Min-LSN",
+        required=False,
+        description=(
+            "The `lsn` of an earlier write: a replica serves this read only once it has "
+            "replayed it (as `min_lsn` in the body)"
+        ),
+    ),
+]
+
+
+def from_headers(
+    request: ExecuteRequest, consistency: str | None, min_lsn: str | None
+) -> ExecuteRequest:
     """``request`` with the routing headers applied where its body says nothing."""
     changes: dict[str, str] = {}
-    consistency = headers.get(CONSISTENCY_HEADER)
     if consistency is not None and request.consistency is None:
         value = consistency.strip().lower()
         if value not in {"any", PRIMARY}:
             msg = f"X-MultiDB-Consistency: must be 'primary' or 'any' (got {consistency[:40]!r})"
             raise BadRequestError(msg)
         changes["consistency"] = value
-    min_lsn = headers.get(MIN_LSN_HEADER)
     if min_lsn is not None and request.min_lsn is None:
         parse_lsn(min_lsn, "X-MultiDB-Min-LSN")
         changes["min_lsn"] = min_lsn.strip()

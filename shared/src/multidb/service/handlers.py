@@ -18,7 +18,13 @@ from multidb.errors import ForbiddenError
 from multidb.logs import execute_line
 from multidb.metrics import metrics_endpoint
 from multidb.openapi import protected, with_options
-from multidb.replicas.routing import from_headers
+from multidb.replicas.routing import (
+    CONSISTENCY_HEADER,
+    MIN_LSN_HEADER,
+    ConsistencyHeader,
+    MinLsnHeader,
+    from_headers,
+)
 from multidb.service.metrics import OK, execute_outcome
 from multidb.service.runtime import RoleRuntime
 from multidb.wire import (
@@ -77,9 +83,14 @@ async def readyz(state: State) -> Response[Readiness]:
 @get(
     "/health",
     tags=["database"],
+    response_description=(
+        "healthy, or degraded: the primary answers but a replica is down or lagging "
+        "(reason says which; nodes lists every server with its role, state, lag_bytes, "
+        "lag_s and serving_reads)"
+    ),
     **protected(
         auth.READ,
-        answers={503: ResponseSpec(HealthReport, description="unhealthy (same body)")},
+        answers={503: ResponseSpec(HealthReport, description="unhealthy: no primary answers")},
     ),
 )
 async def health(state: State) -> Response[HealthReport]:
@@ -123,6 +134,11 @@ async def backup_info(state: State) -> BackupInfo:
 async def _execute_query(
     data: ExecuteRequest, request: Request[auth.Principal, Any, Any], state: State
 ) -> ExecuteResult:
+    data = from_headers(
+        data,
+        request.headers.get(CONSISTENCY_HEADER),
+        request.headers.get(MIN_LSN_HEADER),
+    )
     runtime = _runtime(state)
     principal = request.user
     with execute_line(log, principal=principal.subject, read_only=data.read_only) as line:
@@ -140,10 +156,8 @@ async def _execute_query(
         if refusals:
             raise ForbiddenError("; ".join(refusals))
 
-        routed = from_headers(data, request.headers)
-
         async def run() -> ExecuteResult:
-            return await runtime.router.execute(routed)
+            return await runtime.router.execute(data)
 
         with runtime.callers.slot(principal.subject):
             result = await cancel_on_disconnect(request.receive, run())
@@ -158,9 +172,16 @@ async def _execute_query(
     **protected(auth.EXECUTE, 400, 413, 429, 503, 504),
 )
 async def execute_query(
-    data: JSONBody[ExecuteRequest], request: Request[auth.Principal, Any, Any], state: State
+    data: JSONBody[ExecuteRequest],
+    request: Request[auth.Principal, Any, Any],
+    state: State,
+    consistency: ConsistencyHeader = None,
+    min_lsn: MinLsnHeader = None,
 ) -> ExecuteResult:
-    """Run one statement, read-only unless the caller holds ``db:write`` and asks to write."""
+    """Run one statement, read-only unless the caller holds ``db:write`` and asks to write.
+
+    Writes run on the primary and answer ``lsn``; reads run on a replica within the lag
+    bound when the role has one (``server`` says where, ``routing`` why)."""
     measured = _runtime(state).metrics
     stop = measured.execute_duration.time()
     try:
