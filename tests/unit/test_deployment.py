@@ -57,6 +57,14 @@ SECRETS = "/run/secrets"
 PG_CONTAINER_PORT = 5432
 # The spec's host ports, in role order (default, analytics, logging, archive).
 DB_HOST_PORTS = [5432, 5433, 5434, 5435]
+# Streaming replicas: compose service -> (the role whose primary it follows, its host port).
+DB_REPLICAS = {"db-analytics-replica": ("analytics", 5436)}
+PG_DATA = "/var/lib/postgresql/data"  # the postgres image's data volume
+# The replica's entrypoint (it copies its primary on a first start) and what the primary
+# runs on its first initialisation to let a replication login in.
+STANDBY_ENTRYPOINT = ROOT / "docker" / "standby-entrypoint.sh"
+ALLOW_REPLICATION = ROOT / "docker" / "allow-replication.sh"
+REPLICATION_HBA = "host replication all all scram-sha-256"
 REQUIRED_SECRETS = ("API_KEYS", "JWT_SECRET")
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 - what the containers listen on
 # Backups: the role images' stage with pg_dump/pg_restore, and the folder they write to.
@@ -83,6 +91,8 @@ ARCHIVE_VARIABLES = {
     "MULTI_DB_ARCHIVE_MAX_SOURCE_LAG_MS",
     "MULTI_DB_ARCHIVE_MAX_PAUSE_S",
 }
+# Read by the development stack only (`make run`; multidb_devstack.stack).
+DEVSTACK_VARIABLES = {"MULTI_DB_EMBEDDED_REPLICAS"}
 
 
 def service_port_variable(spec: RoleSpec) -> str:
@@ -96,7 +106,7 @@ def known_variables(roles: Mapping[str, RoleSpec]) -> set[str]:
     names |= {service_url_variable(spec) for spec in roles.values()}
     names |= {service_port_variable(spec) for spec in roles.values()}
     known = GATEWAY_VARIABLES | PROCESS_VARIABLES | OTHER_VARIABLES | ACCESS_VARIABLES
-    known |= ARCHIVE_VARIABLES
+    known |= ARCHIVE_VARIABLES | DEVSTACK_VARIABLES
     return names | known | set(LOG_VARIABLES) | backup_policy.variables(roles)
 
 
@@ -144,6 +154,15 @@ def is_database(service: Mapping[str, Any]) -> bool:
     return str(service.get("image", "")).startswith("postgres:")
 
 
+def is_replica(service: Mapping[str, Any]) -> bool:
+    """A database that copies and follows another (its entrypoint's PRIMARY_HOST)."""
+    return is_database(service) and "PRIMARY_HOST" in service.get("environment", {})
+
+
+def primaries(services: Mapping[str, dict[str, Any]]) -> list[str]:
+    return [n for n, s in services.items() if is_database(s) and not is_replica(s)]
+
+
 def migration_role(service: Mapping[str, Any]) -> str | None:
     command = service.get("command") or []
     return command[2] if command[:2] == ["multidb", "migrate"] and len(command) == 3 else None
@@ -189,6 +208,48 @@ def depends_on(service: Mapping[str, Any]) -> dict[str, str]:
     found = service.get("depends_on", {})
     assert isinstance(found, dict), "depends_on must name a condition for each dependency"
     return {name: spec["condition"] for name, spec in found.items()}
+
+
+def mounts(service: Mapping[str, Any]) -> dict[str, str]:
+    """Container path -> what is mounted there (a named volume, or a ``./`` path with its
+    options) of each short-syntax ``volumes`` entry."""
+    found = {}
+    for entry in service.get("volumes", []):
+        assert isinstance(entry, str), f"use the short volume syntax: {entry!r}"
+        source, target, *options = entry.split(":")
+        found[target] = ":".join([source, *options])
+    return found
+
+
+def data_volume(service: Mapping[str, Any]) -> str:
+    """The named volume holding a database's data; anything else it mounts is one of this
+    repository's scripts, read-only."""
+    found = mounts(service)
+    volume = found.pop(PG_DATA)
+    assert not volume.startswith("."), f"{volume}: a named volume for the data"
+    for target, source in found.items():
+        assert source.startswith("./docker/"), f"{target}: {source} is not one of docker/"
+        assert source.endswith(":ro"), f"{target}: mount {source} read-only"
+    return volume
+
+
+def argv(service: Mapping[str, Any]) -> list[str]:
+    """Everything a container runs with on its command lines (``ps`` shows them)."""
+    found = [*(service.get("entrypoint") or []), *(service.get("command") or [])]
+    return found + list(service.get("healthcheck", {}).get("test", []))
+
+
+def script_command(path: Path, program: str) -> list[str]:
+    """The words of the command line of ``path`` that runs ``program`` (continuation lines
+    joined, comments dropped), unexpanded."""
+    text = path.read_text().replace("\\\n", " ")
+    commands = [
+        words
+        for line in text.splitlines()
+        if program in (words := shlex.split(line, comments=True))
+    ]
+    assert len(commands) == 1, f"{path.name}: one {program} command, not {commands}"
+    return commands[0]
 
 
 def readyz_port(service: Mapping[str, Any]) -> int:
@@ -252,17 +313,24 @@ def test_compose_roles_are_the_installed_roles(services: dict[str, dict[str, Any
         assert is_database(services[f"db-{role}"])
 
 
-def test_databases_are_postgres_16_on_the_spec_ports(services: dict[str, dict[str, Any]]) -> None:
-    databases = [name for name, service in services.items() if is_database(service)]
-    assert databases == [f"db-{role}" for role in ROLES]
+def test_databases_are_postgres_16_on_the_spec_ports(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    assert primaries(services) == [f"db-{role}" for role in ROLES]
+    replicas = [name for name, service in services.items() if is_replica(service)]
+    assert replicas == list(DB_REPLICAS)
     for (role, spec), host_port in zip(ROLES.items(), DB_HOST_PORTS, strict=True):
         db = services[f"db-{role}"]
         assert db["image"] == "postgres:16"
         assert published(db) == [(host_port, PG_CONTAINER_PORT)]
         assert db["environment"]["POSTGRES_DB"] == spec.database
-        volumes = db.get("volumes", [])
-        assert len(volumes) == 1, f"db-{role}: one named volume for its data"
-        assert volumes[0].endswith(":/var/lib/postgresql/data")
+    for name, (_, host_port) in DB_REPLICAS.items():  # after the spec's ports, on loopback
+        assert services[name]["image"] == "postgres:16"
+        assert services[name]["ports"] == [f"127.0.0.1:{host_port}:{PG_CONTAINER_PORT}"]
+    databases = [name for name, service in services.items() if is_database(service)]
+    volumes = {name: data_volume(services[name]) for name in databases}
+    assert len(set(volumes.values())) == len(databases), f"one data volume each: {volumes}"
+    assert set(volumes.values()) <= set(compose["volumes"]), "named volumes"
 
 
 def test_each_database_gets_its_own_password_from_a_secret(
@@ -274,6 +342,12 @@ def test_each_database_gets_its_own_password_from_a_secret(
         env = db["environment"]
         assert env["POSTGRES_PASSWORD_FILE"] == f"{SECRETS}/{secret_name(role)}"
         assert "POSTGRES_PASSWORD" not in env, "a password never sits in the environment"
+    for name, (role, _) in DB_REPLICAS.items():  # the password its primary's login has
+        replica = services[name]
+        assert replica.get("secrets") == [secret_name(role)], f"{name}: its primary's only"
+        env = replica["environment"]
+        assert env["PRIMARY_PASSWORD_FILE"] == f"{SECRETS}/{secret_name(role)}", name
+        assert not {"POSTGRES_PASSWORD", "PGPASSWORD"} & set(env), name
 
 
 def test_database_healthchecks_probe_tcp(services: dict[str, dict[str, Any]]) -> None:
@@ -285,6 +359,17 @@ def test_database_healthchecks_probe_tcp(services: dict[str, dict[str, Any]]) ->
         assert "-h 127.0.0.1" in args
         assert f"-d {spec.database}" in args
         assert "-U postgres" in args
+    for name, (role, _) in DB_REPLICAS.items():
+        # A login over TCP that fails unless the server is a standby (promoted, or never
+        # made one: not healthy); -w: never wait for a password prompt.
+        test = services[name]["healthcheck"]["test"]
+        assert test[:2] == ["CMD", "psql"], name
+        args = shlex.join(test[2:])
+        assert "-h 127.0.0.1" in args, name
+        assert f"-d {ROLES[role].database}" in args, name
+        assert "-U postgres" in args, name
+        assert "-w" in test, name
+        assert test[-1] == "SELECT 1 / pg_is_in_recovery()::int", name
 
 
 def test_role_services_publish_their_roles_ports(services: dict[str, dict[str, Any]]) -> None:
@@ -312,8 +397,12 @@ def test_dependencies_and_their_conditions(services: dict[str, dict[str, Any]]) 
             f"migrate-{role}": "service_completed_successfully",
         }
     assert depends_on(services["gateway"]) == dict.fromkeys(ROLES, "service_healthy")
+    # A replica copies its primary once that answers; nothing waits for a replica (above:
+    # a role starts, and serves reads from its primary, without it).
+    for name, (role, _) in DB_REPLICAS.items():
+        assert depends_on(services[name]) == {f"db-{role}": "service_healthy"}, name
     for name, service in services.items():
-        if is_database(service):
+        if is_database(service) and not is_replica(service):
             assert "depends_on" not in service, name
         for dependency in depends_on(service):
             assert dependency in services, f"{name} depends on unknown {dependency}"
@@ -377,6 +466,8 @@ def test_each_container_gets_only_the_passwords_it_needs(
     for role in ROLES:
         for name in (f"db-{role}", f"migrate-{role}", role):
             assert services[name]["secrets"] == [secret_name(role)], name
+    for name, (role, _) in DB_REPLICAS.items():
+        assert services[name]["secrets"] == [secret_name(role)], name
     gateway = services[GATEWAY]
     assert "secrets" not in gateway, "the gateway never connects to a database"
     every_database = set().union(*(database_variables(spec) for spec in ROLES.values()))
@@ -384,6 +475,9 @@ def test_each_container_gets_only_the_passwords_it_needs(
     for name, service in services.items():
         for variable in service.get("environment", {}):
             assert not variable.endswith("_PASSWORD"), f"{name}: {variable} in the environment"
+            assert variable != "PGPASSWORD", name
+        command_lines = " ".join(argv(service))
+        assert not re.search(r"password\s*=|PGPASSWORD", command_lines, re.IGNORECASE), name
 
 
 def _substituted(environment: Mapping[str, Any], secret_files: Path) -> dict[str, str]:
@@ -447,6 +541,91 @@ def test_role_services_keep_their_backups_in_a_volume_of_their_own(
         if migration_role(service) is not None or is_gateway(service):
             assert "volumes" not in service, f"{name} takes no backups"
             assert "MULTI_DB_BACKUP_DIR" not in service["environment"], name
+
+
+def test_replicas_copy_and_follow_their_roles_primary(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    entrypoint = f"/usr/local/bin/{STANDBY_ENTRYPOINT.name}"
+    for name, (role, _) in DB_REPLICAS.items():
+        replica = services[name]
+        env = replica["environment"]
+        role_env = services[role]["environment"]
+        spec = ROLES[role]
+        # The primary as the role's own service reaches it, with the same login.
+        assert env["PRIMARY_HOST"] == role_env[variable_name(spec, "host")] == f"db-{role}"
+        assert env["PRIMARY_PORT"] == str(PG_CONTAINER_PORT), name
+        assert env["PRIMARY_USER"] == role_env[variable_name(spec, "username")], name
+        # bash runs the script: it needs no executable bit on the host's checkout.
+        assert replica["entrypoint"] == ["bash", entrypoint], name
+        assert mounts(replica)[entrypoint] == f"./docker/{STANDBY_ENTRYPOINT.name}:ro", name
+        # The image's entrypoint runs this once the copy is there: a hot standby.
+        assert replica["command"] == ["postgres", "-c", "hot_standby=on"], name
+        # The data in a folder of the volume (a copy is renamed into place when complete);
+        # the passfile outside it (made anew from the secret at every start).
+        assert env["PGDATA"].startswith(f"{PG_DATA}/"), name
+        assert not env["PGPASSFILE"].startswith(f"{PG_DATA}/"), name
+        assert env["STANDBY_NAME"] == name, "the name pg_stat_replication shows"
+
+
+def test_the_standby_entrypoint_copies_with_pg_basebackup_and_a_passfile() -> None:
+    words = script_command(STANDBY_ENTRYPOINT, "pg_basebackup")
+    # As the server's user (PostgreSQL tools refuse root, the image's entrypoint is root).
+    assert words[: words.index("pg_basebackup")] == ["gosu", "postgres"]
+    options = dict(word.partition("=")[::2] for word in words if word.startswith("--"))
+    assert "--write-recovery-conf" in options, "-R: primary_conninfo and standby.signal"
+    assert options["--wal-method"] == "stream", "-X stream: the WAL of the copy comes with it"
+    assert options["--pgdata"] == "$PGDATA.partial", "copied beside, renamed when complete"
+    assert "--no-password" in options, "a missing passfile fails, never waits for a prompt"
+    conninfo = dict(pair.split("=", 1) for pair in options["--dbname"].split())
+    assert conninfo["host"] == "$PRIMARY_HOST"
+    assert conninfo["port"] == "$PRIMARY_PORT"
+    assert conninfo["user"] == "$PRIMARY_USER"
+    # primary_conninfo keeps the passfile's name, never a password.
+    assert conninfo["passfile"] == "$PGPASSFILE"
+    assert "password" not in conninfo
+    text = STANDBY_ENTRYPOINT.read_text()
+    assert 'password=$(<"$PRIMARY_PASSWORD_FILE")' in text, "the password from the secret"
+    assert "umask 077" in text.split('>"$PGPASSFILE"')[0], "the passfile is made 0600"
+    assert 'chmod 0600 "$PGPASSFILE"' in text
+    assert "PGPASSWORD" not in text, "never in the environment"
+    assert 'mv "$PGDATA.partial" "$PGDATA"' in text
+    assert text.rstrip().endswith('exec docker-entrypoint.sh "$@"'), "the image's entrypoint"
+
+
+def test_a_replicas_primary_lets_replication_logins_in(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    init_script = f"/docker-entrypoint-initdb.d/{ALLOW_REPLICATION.name}"
+    for name, (role, _) in DB_REPLICAS.items():
+        primary = services[f"db-{role}"]
+        assert mounts(primary)[init_script] == f"./docker/{ALLOW_REPLICATION.name}:ro", name
+        # wal_level=replica and max_wal_senders=10 are the defaults: nothing turns them off.
+        command = " ".join(primary.get("command", []))
+        assert "wal_level" not in command, name
+        assert "max_wal_senders" not in command, name
+    text = ALLOW_REPLICATION.read_text()
+    assert f"'{REPLICATION_HBA}' \"$PGDATA/pg_hba.conf\"" in text, "added once"
+    assert f"printf '%s\\n' '{REPLICATION_HBA}' >>\"$PGDATA/pg_hba.conf\"" in text
+    # The image sources an init script it cannot execute: nothing may end its shell.
+    assert not re.search(r"^\s*(exit|set -e)", text, re.MULTILINE)
+
+
+def test_the_role_service_reads_from_its_replicas(services: dict[str, dict[str, Any]]) -> None:
+    for name, (role, _) in DB_REPLICAS.items():
+        spec = ROLES[role]
+        replicas = variable_name(spec, "replicas")
+        assert services[role]["environment"][replicas] == f"{name}:{PG_CONTAINER_PORT}"
+        # Migrations write: the primary only.
+        assert replicas not in services[f"migrate-{role}"]["environment"]
+    for name, service in services.items():
+        assert not set(depends_on(service)) & set(DB_REPLICAS), f"{name} waits for a replica"
+
+
+def test_the_replication_scripts_are_valid_bash() -> None:
+    for script in (STANDBY_ENTRYPOINT, ALLOW_REPLICATION):
+        result = subprocess.run(["bash", "-n", str(script)], capture_output=True, check=False)
+        assert result.returncode == 0, result.stderr
 
 
 def _compose_client() -> list[str] | None:
@@ -539,6 +718,12 @@ def test_hand_typed_process_variables_are_read_by_the_entry_points(
         (EVERY_INTERFACE, 18002),
         (EVERY_INTERFACE, 18000),
     ]
+
+
+def test_devstack_variables_are_read_by_the_development_stack() -> None:
+    sources = " ".join(p.read_text() for p in (ROOT / "devstack" / "src").rglob("*.py"))
+    for variable in DEVSTACK_VARIABLES:
+        assert f'"{variable}"' in sources, f"{variable}: no string of devstack/src names it"
 
 
 def test_archive_variables_are_read_by_the_archive_settings() -> None:
