@@ -118,7 +118,17 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.InvalidAuthorizationSpecificationError,
     asyncpg.exceptions.InvalidPasswordError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # A cluster (several hosts) of which none accepts writes: no primary right now.
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
 )
+
+
+FIXED_DESCRIPTIONS: dict[type[BaseException], str] = {
+    # A cluster of several hosts none of which accepts writes: no primary right now.
+    asyncpg.exceptions.TargetServerAttributeNotMatched: (
+        "no primary: none of the hosts accepts writes (a failover may be under way)"
+    ),
+}
 
 
 def describe(exc: BaseException, timeout_ms: int | None = None) -> str:
@@ -137,7 +147,7 @@ def describe(exc: BaseException, timeout_ms: int | None = None) -> str:
         return f"{exc.sqlstate}: {exc.args[0] if exc.args else type(exc).__name__}"
     if isinstance(exc, asyncpg.InterfaceError | asyncpg.ConnectionDoesNotExistError):
         return f"connection lost: {exc}"
-    return type(exc).__name__
+    return FIXED_DESCRIPTIONS.get(type(exc), type(exc).__name__)
 
 
 TRACE_FRAMES = 12

@@ -116,8 +116,9 @@ class Node:
 
     def report(self, now: float) -> NodeReport:
         reading = self.reading
+        # A server that does not answer may come back as anything: its role is unknown.
         role: Literal["primary", "standby", "unknown"] = "unknown"
-        if reading is not None:
+        if reading is not None and self.up:
             role = "standby" if reading.standby else "primary"
         state: Literal["up", "down", "paused"] = "up"
         if not self.up:

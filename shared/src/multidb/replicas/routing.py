@@ -144,12 +144,27 @@ class Router:
 
     async def execute(self, request: ExecuteRequest) -> ExecuteResult:
         if not request.read_only:
-            return await self._on_primary(request, WRITE, None, None)
+            return await self._write(request)
         if request.consistency == PRIMARY:
             return await self._on_primary(request, FORCED, "consistency: primary", None)
         if self.replicas is None:
             return await self._on_primary(request, NO_REPLICAS, None, None)
         return await self._read(self.replicas, request)
+
+    async def _write(self, request: ExecuteRequest) -> ExecuteResult:
+        try:
+            return await self._on_primary(request, WRITE, None, None)
+        except DatabaseUnavailableError as exc:
+            if self.replicas is None or _busy(exc):
+                raise
+            # Say what the caller can expect: no writes for now, reads still served.
+            readers = len(self.replicas.readers())
+            reads = f"{readers} replica(s) still serve reads" if readers else "no replica does"
+            msg = (
+                f"the primary of {self.role!r} is unreachable ({exc.detail}): writes are "
+                f"refused until a primary is back; {reads}"
+            )
+            raise DatabaseUnavailableError(msg) from None
 
     async def _read(self, replicas: ReplicaSet, request: ExecuteRequest) -> ExecuteResult:
         position = None if request.min_lsn is None else parse_lsn(request.min_lsn)
