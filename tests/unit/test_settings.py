@@ -345,3 +345,55 @@ def test_bad_password_files_are_one_clear_line(tmp_path: Path) -> None:
         message = str(caught.value)
         assert message.startswith(expected), message
         assert "s3cret" not in message
+
+
+def test_replicas_and_cluster_hosts_are_parsed() -> None:
+    env = {
+        **SPEC_ENV,
+        "DB_HOST": "db1:5433,db2,[::1]:5434",
+        "DB_PORT": "6000",
+        "MULTI_DB_ANALYTICS_REPLICAS": " r1:5432 , r2 ",
+        "MULTI_DB_ANALYTICS_REPLICA_USERNAME": "reader",
+        "MULTI_DB_ANALYTICS_REPLICA_PASSWORD": "replica-secret",
+        "MULTI_DB_ANALYTICS_MAX_REPLICA_LAG_MS": "250",
+        "MULTI_DB_READ_YOUR_WRITES_WAIT_MS": "40",
+    }
+    settings = load_settings(env, get_roles())
+    default = settings.databases["default"]
+    assert default.is_cluster
+    assert default.addresses == (("db1", 5433), ("db2", 6000), ("::1", 5434))
+    arguments = default.connect_arguments
+    assert arguments["host"] == ["db1", "db2", "::1"]
+    assert arguments["port"] == [5433, 6000, 5434]
+    assert arguments["target_session_attrs"] == "read-write"
+    libpq = default.libpq_environment()
+    assert (libpq["PGHOST"], libpq["PGPORT"]) == ("db1,db2,::1", "5433,6000,5434")
+    assert libpq["PGTARGETSESSIONATTRS"] == "read-write"
+    analytics = settings.databases["analytics"]
+    assert not analytics.is_cluster
+    assert analytics.replicas == ("r1:5432", "r2:5433")  # no port: the role's PORT
+    assert analytics.max_replica_lag_ms == 250
+    replica = analytics.node(analytics.replica_addresses[1], replica=True)
+    assert (replica.host, replica.port, replica.username) == ("r2", 5433, "reader")
+    assert replica.password == "replica-secret"
+    assert "replica-secret" not in repr(analytics)
+    assert settings.read_your_writes_wait_ms == 40
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"MULTI_DB_ANALYTICS_REPLICAS": "r1:5432,,r2"}, "MULTI_DB_ANALYTICS_REPLICAS: an empty"),
+        ({"MULTI_DB_ANALYTICS_REPLICAS": "r1:99999"}, "MULTI_DB_ANALYTICS_REPLICAS: 'r1:99999'"),
+        ({"DB_HOST": "db1:5432,db2:port"}, "DB_HOST: 'db2:port' is not host:port"),
+        ({"DB_MAX_REPLICA_LAG_MS": "-1"}, "DB_MAX_REPLICA_LAG_MS"),
+        ({"MULTI_DB_READ_YOUR_WRITES_WAIT_MS": "soon"}, "MULTI_DB_READ_YOUR_WRITES_WAIT_MS"),
+    ],
+)
+def test_bad_replica_settings_are_one_line_naming_the_variable(
+    extra: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({**SPEC_ENV, **extra}, get_roles())
+    assert str(raised.value).startswith(expected), str(raised.value)
+    assert "\n" not in str(raised.value)
