@@ -104,7 +104,7 @@ def test_the_documents_let_a_client_authenticate_and_run_an_execute(
     assert execute["security"] == [{"BearerToken": []}, {"ApiKey": []}]
     body = execute["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["query"]
-    assert set(body["properties"]) == {"query", "params", "read_only"}
+    assert set(body["properties"]) == {"query", "params", "read_only", "consistency", "min_lsn"}
     name = next(p for p in execute["parameters"] if p["name"] == "name")
     assert name["schema"]["enum"] == BUILTIN_ROLES
     for status in ("400", "401", "403", "404", "413", "429", "503", "504"):
