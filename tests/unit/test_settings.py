@@ -397,3 +397,17 @@ def test_bad_replica_settings_are_one_line_naming_the_variable(
         load_settings({**SPEC_ENV, **extra}, get_roles())
     assert str(raised.value).startswith(expected), str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_one_host_with_its_port_and_a_cluster_url() -> None:
+    settings = load_settings({**SPEC_ENV, "DB_HOST": "db:5439", "DB_PORT": ""}, get_roles())
+    default = settings.databases["default"]
+    assert (default.host, default.port, default.is_cluster) == ("db", 5439, False)
+    ipv6 = load_settings({**SPEC_ENV, "DB_HOST": "[::1]:5433,db2"}, get_roles())
+    cluster = ipv6.databases["default"]
+    assert cluster.display_url == "postgresql://postgres:***@[::1]:5433,db2:5432/ocr_identity_db"
+    assert cluster.url().port == 5433  # engines connect through connect_arguments
+    with pytest.raises(SettingsError, match="DB_HOST: port 5439 differs from DB_PORT=5432"):
+        load_settings({**SPEC_ENV, "DB_HOST": "db:5439"}, get_roles())
+    with pytest.raises(SettingsError, match="listed twice"):
+        load_settings({**SPEC_ENV, "MULTI_DB_ANALYTICS_REPLICAS": "r1,r1:5433"}, get_roles())

@@ -121,6 +121,26 @@ def _outcome(status: int, forwarded: bool) -> str:
     return "failed"
 
 
+def _deadline_ms(
+    runtime: GatewayRuntime, query: ExecuteRequest, request: Request[Any, Any, Any]
+) -> int:
+    """How long to wait for the service: longer than it may take, so that a statement that
+    times out comes back as the service's own 504 problem, not as the gateway's. A read
+    may also wait for a replica to replay its min_lsn, and run again on the primary when
+    its replica fails under it (multidb.replicas.routing). A malformed routing header is
+    a 400 here, before the service."""
+    routed = from_headers(
+        query, request.headers.get(CONSISTENCY_HEADER), request.headers.get(MIN_LSN_HEADER)
+    )
+    longest = runtime.execute_limits.longest_ms
+    timeout_ms = longest + runtime.settings.service_timeout_ms
+    if routed.read_only:
+        timeout_ms += longest
+        if routed.min_lsn is not None:
+            timeout_ms += runtime.settings.core.read_your_writes_wait_ms
+    return timeout_ms
+
+
 async def forward_execute(
     runtime: GatewayRuntime, name: str, request: Request[Any, Any, Any]
 ) -> Response[bytes]:
@@ -140,16 +160,8 @@ async def forward_execute(
         query = decode_request(body)
         limits = runtime.execute_limits
         check_request(query, limits)
-        # A malformed routing header: 400 here, before the service.
-        from_headers(
-            query,
-            request.headers.get(CONSISTENCY_HEADER),
-            request.headers.get(MIN_LSN_HEADER),
-        )
+        timeout_ms = _deadline_ms(runtime, query, request)
         auth.check_write(principal, query.read_only, name)
-        # Longer than the service may take, so a statement that times out comes back as
-        # the service's own 504 problem, not as the gateway's.
-        timeout_ms = limits.longest_ms + runtime.settings.service_timeout_ms
         forwarded = True
         call = runtime.client.call(
             name,

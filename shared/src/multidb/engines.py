@@ -59,10 +59,11 @@ class EngineRegistry:
         self._sessions: dict[str, async_sessionmaker[AsyncSession]] = {}
         self._timeout_ms = timeout_ms
         self._wait_ms = wait_ms
-        self._replicas: dict[str, ReplicaSet] = {}
+        # Each watch runs on the event loop that started it: a process that runs one loop
+        # per job (asyncio.run) gets a new one on each loop.
+        self._replicas: dict[str, tuple[ReplicaSet, asyncio.AbstractEventLoop]] = {}
         self._readers: dict[tuple[str, str], async_sessionmaker[AsyncSession]] = {}
         self._reader_engines: list[AsyncEngine] = []
-        self._replicas_lock = asyncio.Lock()
 
     @property
     def configured(self) -> list[str]:
@@ -104,13 +105,23 @@ class EngineRegistry:
         database = self._database(name)
         if not ReplicaSet.wanted(database):
             return None
-        async with self._replicas_lock:
+        loop = asyncio.get_running_loop()
+
+        def current() -> ReplicaSet | None:
             found = self._replicas.get(name)
-            if found is None:
-                found = ReplicaSet(database, timeout_ms=self._timeout_ms)
-                await found.start()
-                self._replicas[name] = found
-        return found
+            return found[0] if found and found[1] is loop and found[0].running else None
+
+        watching = current()
+        if watching is not None:
+            return watching
+        made = ReplicaSet(database, timeout_ms=self._timeout_ms)
+        await made.start()
+        watching = current()  # another task of this loop may have started one meanwhile
+        if watching is not None:
+            await made.stop()
+            return watching
+        self._replicas[name] = (made, loop)
+        return made
 
     def _read_only(self, engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
         return async_sessionmaker(
@@ -153,7 +164,10 @@ class EngineRegistry:
         return factory
 
     async def dispose(self) -> None:
-        await asyncio.gather(*(replicas.stop() for replicas in self._replicas.values()))
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(watch.stop() for watch, started in self._replicas.values() if started is loop)
+        )
         engines = [*self._engines.values(), *self._reader_engines]
         await asyncio.gather(*(engine.dispose() for engine in engines))
         self._engines.clear()

@@ -96,6 +96,12 @@ class DatabaseUnavailableError(MultiDBError):
     title = "Database unavailable"
 
 
+class CommitOutcomeUnknownError(DatabaseUnavailableError):
+    """The server went away after COMMIT was sent: the write may have been applied."""
+
+    title = "Commit outcome unknown"
+
+
 class TimeoutExceededError(MultiDBError):
     status_code = 504
     title = "Timed out"

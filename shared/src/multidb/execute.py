@@ -34,6 +34,7 @@ import msgspec
 from multidb.errors import (
     CONNECTION_ERRORS,
     BadRequestError,
+    CommitOutcomeUnknownError,
     DatabaseUnavailableError,
     MultiDBError,
     ResultTooLargeError,
@@ -309,13 +310,28 @@ async def _run(
     if request.read_only:
         await conn.execute("ROLLBACK")
         return Outcome(columns, rows, row_count, status)
-    await conn.execute("COMMIT")
-    # At or past the commit's record: a replica that has replayed this far sees the write.
-    # The write is done: failing to read the position must not make it look failed.
-    lsn: str | None = None
-    with contextlib.suppress(asyncpg.PostgresError, *CONNECTION_ERRORS):
-        lsn = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
-    return Outcome(columns, rows, row_count, status, lsn)
+    try:
+        await conn.execute("COMMIT")
+    except CONNECTION_ERRORS:
+        # Sent, unanswered: the server may have committed before it went away.
+        msg = (
+            "the connection to the database was lost while committing: the write may or "
+            "may not have been applied; check before sending it again"
+        )
+        raise CommitOutcomeUnknownError(msg) from None
+    return Outcome(columns, rows, row_count, status, await _write_position(conn))
+
+
+async def _write_position(conn: asyncpg.Connection) -> str | None:
+    """Where WAL is inserted now, so at or past the end of the commit just made (even with
+    ``synchronous_commit`` off, when the commit record may not be written out yet): a
+    replica that has replayed this far sees the write. ``None`` if it cannot be read: the
+    write is done, and must not look failed for that."""
+    with contextlib.suppress(TimeoutError, asyncpg.PostgresError, *CONNECTION_ERRORS):
+        async with asyncio.timeout(ROLLBACK_TIMEOUT_S):
+            lsn: str = await conn.fetchval("SELECT pg_current_wal_insert_lsn()::text")
+            return lsn
+    return None
 
 
 async def _roll_back_or_close(conn: asyncpg.Connection) -> None:

@@ -87,6 +87,9 @@ def parse_addresses(text: str, default_port: int, variable: str) -> tuple[Addres
         if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             msg = f"{variable}: {entry!r} is not host:port with a port from 1 to 65535"
             raise SettingsError(msg)
+        if (host, int(port)) in found:
+            msg = f"{variable}: {entry!r} is listed twice"
+            raise SettingsError(msg)
         found.append((host, int(port)))
     return tuple(found)
 
@@ -152,22 +155,15 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         return msgspec.structs.replace(self, **changes)
 
     def url(self, drivername: str = "postgresql+asyncpg") -> URL:
-        if self.is_cluster:
-            # SQLAlchemy's multi-host form: ?host=h1:p1&host=h2:p2
-            hosts = [address_text(address) for address in self.addresses]
-            return URL.create(
-                drivername,
-                username=self.username,
-                password=self.password or None,
-                database=self.database,
-                query={"host": hosts, "target_session_attrs": "read-write"},
-            )
+        """The SQLAlchemy URL; a cluster's names its first server only, since engines
+        connect through :attr:`connect_arguments` (every server, the writable one)."""
+        host, port = self.addresses[0] if self.is_cluster else (self.host, self.port)
         return URL.create(
             drivername,
             username=self.username,
             password=self.password or None,
-            host=self.host,
-            port=self.port,
+            host=host,
+            port=port,
             database=self.database,
         )
 
@@ -225,8 +221,14 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
     @property
     def display_url(self) -> str:
-        """``postgresql://user:***@host:port/db``: safe to show anywhere."""
-        return self.url("postgresql").render_as_string(hide_password=True)
+        """``postgresql://user:***@host:port/db`` (a cluster: ``@h1:p1,h2:p2``, as libpq
+        writes it): safe to show anywhere."""
+        shown = self.url("postgresql").render_as_string(hide_password=True)
+        if not self.is_cluster:
+            return shown
+        first = address_text(self.addresses[0])
+        hosts = ",".join(address_text(address) for address in self.addresses)
+        return shown.replace(f"@{first}/", f"@{hosts}/", 1)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -350,7 +352,14 @@ def _database_settings(spec: RoleSpec, env: Mapping[str, str]) -> DatabaseSettin
     replicas = raw.pop("replicas", "")
     result: DatabaseSettings = convert_env(raw, DatabaseSettings, names)
     # Checked now, so that a bad HOST or REPLICAS list is one line at start-up.
-    parse_addresses(result.host, result.port, names["host"])
+    addresses = parse_addresses(result.host, result.port, names["host"])
+    if len(addresses) == 1 and addresses[0] != (result.host, result.port):
+        # One server written host:port: the same as HOST and PORT, for every client.
+        (host, port), port_set = addresses[0], "port" in raw
+        if port_set and port != result.port:
+            msg = f"{names['host']}: port {port} differs from {names['port']}={result.port}"
+            raise SettingsError(msg)
+        result = msgspec.structs.replace(result, host=host, port=port)
     if replicas:
         parsed = parse_addresses(replicas, result.port, names["replicas"])
         result = msgspec.structs.replace(result, replicas=tuple(map(address_text, parsed)))

@@ -23,7 +23,8 @@ from multidb.replicas.monitor import Node, ReplicaSet
 async def write_position(session: AsyncSession) -> str:
     """The WAL position after ``session``'s committed writes: pass it as ``min_lsn`` to a
     later read (any process, any service) that must see them."""
-    result = await session.execute(text("SELECT pg_current_wal_lsn()::text"))
+    # The insert position: at or past the commit's end even if it is not written out yet.
+    result = await session.execute(text("SELECT pg_current_wal_insert_lsn()::text"))
     position: str = result.scalar_one()
     return position
 

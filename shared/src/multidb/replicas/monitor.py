@@ -29,7 +29,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -37,6 +37,7 @@ import msgspec
 from multidb.errors import describe
 from multidb.replicas.lsn import format_lsn
 from multidb.settings import Address, DatabaseSettings, address_text
+from multidb.tls import Connect
 from multidb.wire import NodeReport
 
 log = logging.getLogger("multidb.replicas")
@@ -52,10 +53,20 @@ PROBE_SQL = """
 SELECT pg_is_in_recovery() AS standby,
        pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
                             ELSE pg_current_wal_lsn() END, '0/0')::int8 AS position,
+       CASE WHEN pg_is_in_recovery()
+            THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8 END AS received,
+       CASE WHEN pg_is_in_recovery()
+            THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
+       END AS replay_age_s,
        CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS paused,
        (SELECT numbackends FROM pg_stat_database WHERE datname = current_database())
          AS connections
 """
+# A reading older than this many check intervals (plus the deadline) routes no reads: the
+# monitor has stopped, or its loop is stuck.
+STALE_AFTER_CHECKS = 6
+# A replay poll that failed is tried again after this long, not at once.
+REPLAY_RETRY_S = 0.1
 REPLAY_SQL = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8"
 
 Listed = Literal["host", "replica"]
@@ -70,6 +81,9 @@ class Reading(msgspec.Struct, frozen=True, kw_only=True):
 
     standby: bool
     position: int | None
+    # A standby's: WAL received (replayed or not); seconds since its last replayed commit.
+    received: int | None = None
+    replay_age_s: float | None = None
     paused: bool
     connections: int | None
     at: float
@@ -92,7 +106,8 @@ class Node:
         self.lag_bytes: int | None = None
         self.lag_s: float | None = None
         self.serving = False
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Reads waiting for a replay position: their futures say True (reached) or False.
+        self._waiters: list[tuple[int, asyncio.Future[bool]]] = []
         self._poller: asyncio.Task[None] | None = None
 
     @property
@@ -110,6 +125,12 @@ class Node:
     @property
     def position(self) -> int | None:
         return None if self.reading is None else self.reading.position
+
+    def give_up_waiting(self) -> None:
+        for _, future in self._waiters:
+            if not future.done():
+                future.set_result(False)
+        self._waiters = []
 
     def replayed(self, position: int) -> bool:
         return self.position is not None and self.position >= position
@@ -167,7 +188,8 @@ class ReplicaSet:
             if address not in hosts
         ]
         self.primary: Node | None = None
-        self._seen_primary = False
+        self._last_primary: Node | None = None
+        self._primary_seen_at: float | None = None
         self._last_primary_position: int | None = None
         # The primary's positions and when each was seen, oldest first.
         self._times: list[float] = []
@@ -177,6 +199,32 @@ class ReplicaSet:
         self._task: asyncio.Task[None] | None = None
         # Reads waiting now for a replica to replay their min_lsn.
         self.waiting_reads = 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def primary_first(self, connect: Connect) -> Connect:
+        """``connect`` trying the primary the monitor found before the cluster's other
+        hosts: asyncpg tries a host list in order under one timeout, so a dead machine
+        first in ``HOST`` that swallows connection attempts would use it all up."""
+
+        async def connecting(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+            primary = self.primary or self._last_primary
+            hosts, ports = kwargs.get("host"), kwargs.get("port")
+            if primary is not None and isinstance(hosts, list) and isinstance(ports, list):
+                pairs = list(zip(hosts, ports, strict=True))
+                if primary.address in pairs:
+                    pairs.remove(primary.address)
+                    pairs.insert(0, primary.address)
+                    kwargs = {
+                        **kwargs,
+                        "host": [host for host, _ in pairs],
+                        "port": [port for _, port in pairs],
+                    }
+            return await connect(*args, **kwargs)
+
+        return connecting
 
     @staticmethod
     def wanted(database: DatabaseSettings) -> bool:
@@ -210,6 +258,10 @@ class ReplicaSet:
         for node in self.nodes:
             if node._poller is not None:
                 node._poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await node._poller
+                node._poller = None
+            node.give_up_waiting()
             if node.pool is not None:
                 await node.pool.close()
                 node.pool = None
@@ -250,6 +302,8 @@ class ReplicaSet:
         node.reading = Reading(
             standby=row["standby"],
             position=row["position"],
+            received=row["received"],
+            replay_age_s=row["replay_age_s"],
             paused=row["paused"],
             connections=row["connections"],
             at=node.checked_at,
@@ -264,20 +318,29 @@ class ReplicaSet:
             self._primary_changed(primary)
         if primary is not None and primary.position is not None:
             self._remember(now, primary, primary.position)
+            self._primary_seen_at = now
+        # What the standbys are measured against: now, while the primary answers. Without
+        # it nothing new is written, so their lag stops where the primary was last seen;
+        # unless a standby received more since, which means a primary writes somewhere.
+        as_of = now
+        if primary is None and self._primary_seen_at is not None:
+            received = [n.reading.received or 0 for n in self.nodes if n.is_standby and n.reading]
+            if max(received, default=0) <= (self._last_primary_position or 0):
+                as_of = self._primary_seen_at
         for node in self.nodes:
-            self._judge(node, now)
+            self._judge(node, as_of)
 
     def _primary_changed(self, primary: Node | None) -> None:
-        old = self.primary
         self.primary = primary
-        if old is None and not self._seen_primary:
-            self._seen_primary = primary is not None
-            return  # the first primary found: nothing pooled to drop yet
-        self._seen_primary = True
         if primary is None:
             log.warning("role %s: no primary reachable", self.role)
-        else:
-            log.warning("role %s: the primary is now %s", self.role, primary.name)
+            return
+        previous, self._last_primary = self._last_primary, primary
+        if previous is None or previous is primary:
+            return  # the first primary found, or the same one back: nothing to redirect
+        log.warning("role %s: the primary is now %s", self.role, primary.name)
+        # Only another server taking over moves the connections: one missed probe of the
+        # same primary must not make every pool reconnect to it.
         if self.on_primary_change is not None:
             self.on_primary_change()
 
@@ -291,31 +354,60 @@ class ReplicaSet:
         if not self._positions or position > self._positions[-1]:
             self._times.append(now)
             self._positions.append(position)
-        cut = bisect.bisect_left(self._times, now - HISTORY_S)
-        if cut:
+        # Never the newest: on an idle primary it is what every standby is measured by.
+        cut = min(bisect.bisect_left(self._times, now - HISTORY_S), len(self._times) - 1)
+        if cut > 0:
             del self._times[:cut], self._positions[:cut]
 
-    def _judge(self, node: Node, now: float) -> None:
-        if not node.is_standby:
+    def _judge(self, node: Node, as_of: float) -> None:
+        reading = node.reading
+        if not node.is_standby or reading is None:
             node.serving = False
             node.lag_bytes = node.lag_s = None
             return
         reference = self._last_primary_position
-        replayed = node.position
-        if reference is None or replayed is None:
+        replayed = reading.position
+        if replayed is None:
+            node.serving = False  # it has replayed nothing yet
             node.lag_bytes = node.lag_s = None
-            # Nothing to measure against (no primary seen yet): it serves what it has.
-            node.serving = replayed is not None
             return
-        node.lag_bytes = max(0, reference - replayed)
-        if node.lag_bytes == 0:
-            node.lag_s = 0.0
+        if reference is None:
+            # No primary seen yet: its own age of replay is an upper bound of its lag.
+            node.lag_bytes = None
+            node.lag_s = _rounded(reading.replay_age_s)
         else:
-            # The first moment the primary was seen past what this standby replayed.
-            first = bisect.bisect_right(self._positions, replayed)
-            since = self._times[first] if first < len(self._times) else now
-            node.lag_s = round(now - since, 3)
-        node.serving = node.lag_s * 1000 <= self.max_lag_ms
+            node.lag_bytes = max(0, reference - replayed)
+            node.lag_s = 0.0 if node.lag_bytes == 0 else self._lag_s(reading, replayed, as_of)
+        node.serving = node.lag_s is not None and node.lag_s * 1000 <= self.max_lag_ms
+
+    def _lag_s(self, reading: Reading, replayed: int, as_of: float) -> float | None:
+        """For how long the primary has been past ``replayed``: since the first moment the
+        monitor saw it there. Behind everything remembered (the monitor just started, a
+        new primary, a primary idle past the history), at least since the oldest sample,
+        and at most the standby's own time since its last replayed commit (the primary
+        wrote nothing the standby lacks before that): the upper bound is taken, so a
+        standby of unknown lag never serves reads it should not. ``None``: unknown."""
+        if not self._times:
+            return _rounded(reading.replay_age_s)
+        first = bisect.bisect_right(self._positions, replayed)
+        if first == len(self._times):
+            return 0.0  # at or past every remembered position
+        since = as_of - self._times[first]
+        if first > 0:
+            return round(max(0.0, since), 3)
+        if reading.replay_age_s is None:
+            return None
+        return _rounded(max(since, reading.replay_age_s))
+
+    def _fresh(self, node: Node, now: float) -> bool:
+        limit = STALE_AFTER_CHECKS * self.interval_s + self.timeout_ms / 1000
+        return node.checked_at is not None and now - node.checked_at <= limit
+
+    async def still_up(self, node: Node) -> bool:
+        """Whether ``node`` answers a probe now (one that fails marks it down)."""
+        await self._probe(node)
+        self._judge(node, time.monotonic())
+        return node.up
 
     def failed(self, node: Node, error: str) -> None:
         """A statement found ``node`` gone: no reads go there until a probe says otherwise."""
@@ -326,7 +418,8 @@ class ReplicaSet:
     # ---- choosing -------------------------------------------------------------------------
 
     def readers(self) -> list[Node]:
-        return [node for node in self.nodes if node.serving]
+        now = time.monotonic()
+        return [node for node in self.nodes if node.serving and self._fresh(node, now)]
 
     def pick(self, position: int | None = None) -> Node | None:
         """A standby to read from, in turns; with ``position``, one that has replayed it if
@@ -346,30 +439,33 @@ class ReplicaSet:
         one server shares one poll of its replay position."""
         if node.replayed(position):
             return True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if node.pool is None:  # stopped
+            return False
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         node._waiters.append((position, future))
         if node._poller is None or node._poller.done():
             node._poller = asyncio.create_task(self._poll_replay(node))
         self.waiting_reads += 1
         try:
             async with asyncio.timeout(timeout_s):
-                await future
+                return await future
         except TimeoutError:
             return False
         finally:
             self.waiting_reads -= 1
-        return True
 
     async def _poll_replay(self, node: Node) -> None:
         while node._waiters:
             position: int | None = None
-            if node.pool is not None:
-                with contextlib.suppress(Exception):
-                    async with (
-                        asyncio.timeout(self.timeout_ms / 1000),
-                        node.pool.acquire() as conn,
-                    ):
-                        position = await conn.fetchval(REPLAY_SQL)
+            if node.pool is None:  # stopped
+                node.give_up_waiting()
+                return
+            with contextlib.suppress(Exception):
+                async with (
+                    asyncio.timeout(self.timeout_ms / 1000),
+                    node.pool.acquire() as conn,
+                ):
+                    position = await conn.fetchval(REPLAY_SQL)
             reading = node.reading
             if (
                 position is not None
@@ -382,12 +478,13 @@ class ReplicaSet:
                 if future.done():
                     continue
                 if position is not None and position >= wanted:
-                    future.set_result(None)
+                    future.set_result(True)
                 else:
                     waiting.append((wanted, future))
             node._waiters = waiting
             if waiting:
-                await asyncio.sleep(REPLAY_POLL_S)
+                # A server that failed to answer is asked again later, not 200 times a second.
+                await asyncio.sleep(REPLAY_POLL_S if position is not None else REPLAY_RETRY_S)
 
     # ---- reporting ------------------------------------------------------------------------
 
@@ -414,3 +511,7 @@ class ReplicaSet:
             elif node.is_primary:
                 reasons.append(f"{node.name} is also a primary (split brain?)")
         return "; ".join(reasons) or None
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(max(0.0, seconds), 3)

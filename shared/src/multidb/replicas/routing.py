@@ -8,9 +8,10 @@
 - A read carrying ``min_lsn`` (or ``X-MultiDB-Min-LSN``) runs on a standby only once that
   standby has replayed that position: at once if one has, else after waiting at most
   ``MULTI_DB_READ_YOUR_WRITES_WAIT_MS`` for the closest one, else on the primary.
-- A read whose standby fails under it (gone, shutting down, a recovery conflict) runs
-  again on the primary: it is read-only, so running it twice changes nothing. Writes
-  are never retried.
+- A read whose standby fails under it (the server gone or shutting down, a recovery
+  conflict cancelling the query) runs again on the primary: it is read-only, so running
+  it twice changes nothing. A read ended while its server still answers (an operator's
+  ``pg_terminate_backend``) is not run again. Writes are never retried.
 
 The answer says where the statement ran (``server``) and why (``routing``).
 """
@@ -26,7 +27,12 @@ import asyncpg
 import msgspec
 from litestar.params import HeaderParameter
 
-from multidb.errors import BadRequestError, DatabaseUnavailableError, SQLError
+from multidb.errors import (
+    BadRequestError,
+    CommitOutcomeUnknownError,
+    DatabaseUnavailableError,
+    SQLError,
+)
 from multidb.execute import ExecuteLimits, execute
 from multidb.replicas.lsn import parse_lsn
 from multidb.replicas.monitor import Node, ReplicaSet
@@ -35,9 +41,9 @@ from multidb.wire import ExecuteRequest, ExecuteResult
 CONSISTENCY_HEADER = "x-multidb-consistency"
 MIN_LSN_HEADER = "x-multidb-min-lsn"
 PRIMARY = "primary"
-# A standby's failures after which the same read is run again on the primary: the
-# server going away, and a recovery conflict cancelling the query.
-STANDBY_FAILURES = frozenset({"40001", "57P01", "57P02", "57P03"})
+# A standby's SQL error after which the same read runs again on the primary: a recovery
+# conflict cancelling the query (the server going away is a connection error).
+STANDBY_FAILURES = frozenset({"40001"})
 
 # Why a statement ran where it did: the label values of multidb_execute_routed_total.
 WRITE = "write"
@@ -155,7 +161,7 @@ class Router:
         try:
             return await self._on_primary(request, WRITE, None, None)
         except DatabaseUnavailableError as exc:
-            if self.replicas is None or _busy(exc):
+            if self.replicas is None or _busy(exc) or isinstance(exc, CommitOutcomeUnknownError):
                 raise
             # Say what the caller can expect: no writes for now, reads still served.
             readers = len(self.replicas.readers())
@@ -192,6 +198,15 @@ class Router:
             detail = str(exc.detail)[:200]
             if _busy(exc):
                 why = f"replica {node.name} was busy ({detail}); ran on the primary"
+            elif isinstance(exc, SQLError):
+                why = (
+                    f"a recovery conflict on replica {node.name} cancelled it; "
+                    "ran again on the primary"
+                )
+            elif await replicas.still_up(node):
+                # The server answers: the statement itself was ended (pg_terminate_backend
+                # by an operator, say), which is not to be undone on the primary.
+                raise
             else:
                 replicas.failed(node, detail)
                 why = f"replica {node.name} failed ({detail}); ran again on the primary"

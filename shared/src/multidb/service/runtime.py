@@ -34,6 +34,7 @@ from multidb.service.caller_limit import CallerLimit
 from multidb.service.metrics import RoleMetrics
 from multidb.service.sampler import CatalogSampler
 from multidb.settings import DatabaseSettings, Settings
+from multidb.tls import Connect
 from multidb.wire import DEGRADED, HEALTHY, HealthReport, StatsReport
 
 log = logging.getLogger("multidb.service")
@@ -63,7 +64,9 @@ async def _init_execute_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-def _pool(database: DatabaseSettings, size: int, **extra: Any) -> asyncpg.Pool:
+def _pool(
+    database: DatabaseSettings, size: int, connect: Connect | None = None, **extra: Any
+) -> asyncpg.Pool:
     # min_size=0: creating the pool opens nothing, so a service starts with its database down.
     arguments = {**database.connect_arguments, **extra}
     return asyncpg.create_pool(
@@ -71,7 +74,7 @@ def _pool(database: DatabaseSettings, size: int, **extra: Any) -> asyncpg.Pool:
         max_size=size,
         timeout=10,
         command_timeout=None,
-        connect=database.connector(),
+        connect=connect or database.connector(),
         **arguments,
     )
 
@@ -97,10 +100,21 @@ class RoleRuntime:
         self.callers = CallerLimit(
             settings.execute_concurrency_per_caller, retry_after_s=self.limits.retry_after_s
         )
+        # A role with replicas or a cluster: its servers watched, reads routed to replicas.
+        self.replicas: ReplicaSet | None = None
+        # How the pools reach the primary: for a cluster, the one the monitor found first.
+        self._connect: Connect = database.connector()
+        if ReplicaSet.wanted(database):
+            self.replicas = ReplicaSet(
+                database,
+                timeout_ms=settings.health_timeout_ms,
+                on_primary_change=self._primary_changed,
+            )
+            self._connect = self.replicas.primary_first(self._connect)
         # The admin pool runs only our fixed read-only catalog queries, which leave no session
         # state behind: skipping asyncpg's reset-on-release saves a round trip per check.
         # Execute pools keep the reset, since user SQL may leave state.
-        self.admin = _pool(database, ADMIN_POOL_SIZE, reset=_keep_session)
+        self.admin = _pool(database, ADMIN_POOL_SIZE, self._connect, reset=_keep_session)
         self.admin_watch = PoolWatch(self.admin)
         self._execute_pools: dict[bool, asyncpg.Pool] = {}
         self._ingest: PoolWatch | None = None
@@ -129,14 +143,7 @@ class RoleRuntime:
         self.backups.job_status = lambda: self.jobs.job_status(BACKUP_JOB)
         self.metrics.watch_jobs(self.jobs.status)
         self.metrics.registry.register(BackupCollector(self.backups))
-        # A role with replicas or a cluster: its servers watched, reads routed to replicas.
-        self.replicas: ReplicaSet | None = None
-        if ReplicaSet.wanted(database):
-            self.replicas = ReplicaSet(
-                database,
-                timeout_ms=settings.health_timeout_ms,
-                on_primary_change=self._primary_changed,
-            )
+        if self.replicas is not None:
             self.metrics.registry.register(ReplicaCollector(spec.name, self.replicas))
         self._replica_pools: dict[str, asyncpg.Pool] = {}
         self.router = Router(
@@ -264,7 +271,7 @@ class RoleRuntime:
         from the admin pool so that a burst of batches never delays a health check."""
         if self._ingest is None:
             size = self.database.pool_size + self.database.max_overflow
-            pool: asyncpg.Pool = await _pool(self.database, size)
+            pool: asyncpg.Pool = await _pool(self.database, size, self._connect)
             if self._ingest is None:
                 self._ingest = PoolWatch(pool)
                 self.pool_watches["ingest"] = self._ingest
@@ -278,7 +285,9 @@ class RoleRuntime:
         that slow searches (up to their statement timeout) never hold up a health check or
         an audit write; a caller waiting longer than the pool's timeout is told so."""
         if self._queries is None:
-            pool: asyncpg.Pool = await _pool(self.database, QUERY_POOL_SIZE, reset=_keep_session)
+            pool: asyncpg.Pool = await _pool(
+                self.database, QUERY_POOL_SIZE, self._connect, reset=_keep_session
+            )
             if self._queries is None:
                 self._queries = PoolWatch(pool)
                 self.pool_watches["queries"] = self._queries
@@ -291,6 +300,7 @@ class RoleRuntime:
         pool: asyncpg.Pool = await _pool(
             self.database,
             size,
+            self._connect,
             user=login.username,
             password=login.password,
             init=_init_execute_connection,
