@@ -45,7 +45,7 @@ down: ## docker compose: stop the multi-server stack
 	API_KEYS=$${API_KEYS:-unused} JWT_SECRET=$${JWT_SECRET:-unused} docker compose --profile multi-db down
 
 .PHONY: bench
-bench: sync ## Gateway vs direct service figures, make run's time to ready, metrics scaling and vs postgres_exporter, TLS cost, backup vs bare pg_dump, ingestion and log/rollup queries, archiving vs bare COPY, split of a 1 GB monolith (prints targets)
+bench: sync ## Gateway vs direct service figures, make run's time to ready, metrics scaling and vs postgres_exporter, TLS cost, backup vs bare pg_dump, ingestion and log/rollup queries, archiving vs bare COPY, split of a 1 GB monolith, read throughput with a streaming replica and the cost of routing a read to it (prints targets)
 	@$(UV) run --locked python bench/fleet_bench.py
 	@$(UV) run --locked python bench/startup_bench.py
 	@$(UV) run --locked python bench/metrics_bench.py
@@ -54,6 +54,7 @@ bench: sync ## Gateway vs direct service figures, make run's time to ready, metr
 	@$(UV) run --locked python bench/ingest_bench.py
 	@$(UV) run --locked python bench/archive_bench.py
 	@$(UV) run --locked python bench/split_bench.py
+	@$(UV) run --locked python bench/replica_bench.py
 
 .PHONY: lint
 lint: sync ## ruff (lint + format check) and mypy
