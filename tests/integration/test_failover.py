@@ -52,6 +52,9 @@ class Traffic:
             answer = await client.post("/execute", json=body, headers=headers)
             said = answer.json().get("server" if answer.status_code == 200 else "detail", "")
             kept.append((time.monotonic(), answer.status_code, str(said)))
+            if answer.status_code != 200:
+                # Pace refused writes, as a client would: not a tight loop on two cores.
+                await asyncio.sleep(0.05)
 
     def run(self, client: httpx.AsyncClient) -> list[asyncio.Task[None]]:
         read = {"query": "SELECT count(*) FROM failover_notes"}
@@ -219,6 +222,23 @@ async def _prepare(cluster: PatroniCluster, env: dict[str, str]) -> None:
         await conn.execute('CREATE DATABASE "ocr_identity_db"')
     finally:
         await conn.close()
+
+    async def on_the_replica() -> bool:
+        # asyncpg tries the next host only when a host cannot be reached, not when it
+        # refuses the session: the replica must have the database before a list names it.
+        kwargs = {
+            **cluster.connect_kwargs(cluster.replica()),
+            "database": "ocr_identity_db",
+            "target_session_attrs": "any",
+        }
+        try:
+            replica = await asyncpg.connect(**kwargs)
+        except asyncpg.InvalidCatalogNameError:
+            return False
+        await replica.close()
+        return True
+
+    await until(on_the_replica, "the new database replayed on the replica")
     roles = get_roles()
     database = load_settings(env, roles).databases["default"]
     await asyncio.to_thread(migrations.upgrade, roles["default"], "head", database)

@@ -124,8 +124,9 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.InvalidAuthorizationSpecificationError,
     asyncpg.exceptions.InvalidPasswordError,
     asyncpg.exceptions.TooManyConnectionsError,
-    # A cluster (several hosts) of which none accepts writes: no primary right now.
-    asyncpg.exceptions.TargetServerAttributeNotMatched,
+    # The driver lost its place on a connection broken mid-operation; also a cluster
+    # (several hosts) none of which accepts writes (TargetServerAttributeNotMatched).
+    asyncpg.exceptions.InternalClientError,
 )
 
 

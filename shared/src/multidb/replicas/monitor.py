@@ -16,8 +16,8 @@ A standby serves reads while it answers and its lag is within ``MAX_REPLICA_LAG_
 Without a reachable primary nothing new can be written, so the standbys' lag is taken
 against the last position the primary was seen at and they keep serving.
 
-When the primary changes (a failover, or the primary going away), ``on_primary_change`` is
-called: the role's service drops its pooled connections to the old primary.
+When another server becomes the primary (a failover), ``on_primary_change`` is awaited:
+the role's service drops its pooled connections to the old primary.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import asyncpg
@@ -172,7 +172,7 @@ class ReplicaSet:
         *,
         timeout_ms: int,
         interval_s: float = CHECK_INTERVAL_S,
-        on_primary_change: Callable[[], None] | None = None,
+        on_primary_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.database = database
         self.role = database.role or "database"
@@ -293,7 +293,7 @@ class ReplicaSet:
             node.error = describe(exc, self.timeout_ms)
             node.checked_at = time.monotonic()
             # Its pooled connections are likely dead: the next probe connects anew.
-            node.pool.expire_connections()
+            await node.pool.expire_connections()
             return
         if node.error is not None:
             log.info("role %s: server %s answers again", self.role, node.name)
@@ -314,8 +314,9 @@ class ReplicaSet:
         await asyncio.gather(*(self._probe(node) for node in self.nodes))
         now = time.monotonic()
         primary = next((node for node in self.nodes if node.is_primary), None)
-        if primary is not self.primary:
-            self._primary_changed(primary)
+        moved = primary is not self.primary and self._primary_changed(primary)
+        if moved and self.on_primary_change is not None:
+            await self.on_primary_change()
         if primary is not None and primary.position is not None:
             self._remember(now, primary, primary.position)
             self._primary_seen_at = now
@@ -330,19 +331,18 @@ class ReplicaSet:
         for node in self.nodes:
             self._judge(node, as_of)
 
-    def _primary_changed(self, primary: Node | None) -> None:
+    def _primary_changed(self, primary: Node | None) -> bool:
+        """Note ``primary``; whether another server took over (the connections move then:
+        one missed probe of the same primary must not make every pool reconnect to it)."""
         self.primary = primary
         if primary is None:
             log.warning("role %s: no primary reachable", self.role)
-            return
+            return False
         previous, self._last_primary = self._last_primary, primary
         if previous is None or previous is primary:
-            return  # the first primary found, or the same one back: nothing to redirect
+            return False  # the first primary found, or the same one back
         log.warning("role %s: the primary is now %s", self.role, primary.name)
-        # Only another server taking over moves the connections: one missed probe of the
-        # same primary must not make every pool reconnect to it.
-        if self.on_primary_change is not None:
-            self.on_primary_change()
+        return True
 
     def _remember(self, now: float, primary: Node, position: int) -> None:
         if primary is not self._history_of:

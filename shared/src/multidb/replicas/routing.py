@@ -141,7 +141,17 @@ class Router:
     async def _on_primary(
         self, request: ExecuteRequest, reason: str, why: str | None, waited_ms: float | None
     ) -> ExecuteResult:
-        result = await self._run(None, request)
+        # A read goes to the server the monitor found writable, on a connection of its
+        # own; the cluster's host list (target_session_attrs) is the way when it cannot,
+        # and for writes. asyncpg may refuse a server just promoted for a moment longer
+        # than the monitor does, which would fail reads in the middle of a failover.
+        primary = self.replicas.primary if self.replicas and request.read_only else None
+        try:
+            result = await self._run(primary, request)
+        except DatabaseUnavailableError as exc:
+            if primary is None or _busy(exc):
+                raise
+            result = await self._run(None, request)
         result.server = PRIMARY
         result.routing = why
         result.waited_ms = waited_ms

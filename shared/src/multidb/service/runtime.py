@@ -226,15 +226,15 @@ class RoleRuntime:
         pools += [watch.pool for watch in (self._ingest, self._queries) if watch is not None]
         return pools
 
-    def _primary_changed(self) -> None:
+    async def _primary_changed(self) -> None:
         """Failover: connections pooled to the old primary go (each closes when next
         acquired or released); new ones find the new primary (target_session_attrs)."""
-        for pool in self._primary_pools():
-            pool.expire_connections()
+        await asyncio.gather(*(pool.expire_connections() for pool in self._primary_pools()))
 
     async def replica_pool(self, node: Node) -> asyncpg.Pool:
-        """The reader login's pool on ``node``, made on first use. The login exists there
-        by replication, and its password is derived: no primary is needed to read."""
+        """The reader login's pool on the one server ``node`` (a replica, or the primary
+        the monitor found), made on first use. The login exists on a replica by
+        replication, and its password is derived: no primary is needed to read."""
         pool = self._replica_pools.get(node.name)
         if pool is None:
             reader = derive_logins(self.database).reader
@@ -249,7 +249,7 @@ class RoleRuntime:
                 await pool.close()
             else:
                 self._replica_pools[node.name] = pool
-                self.pool_watches[f"replica {node.name}"] = PoolWatch(pool)
+                self.pool_watches[f"server {node.name}"] = PoolWatch(pool)
         return self._replica_pools[node.name]
 
     async def _statement_pool(self, node: Node | None, read_only: bool) -> asyncpg.Pool:
@@ -262,7 +262,7 @@ class RoleRuntime:
     ) -> contextlib.AbstractContextManager[None]:
         if node is None:
             return self.pool_waiting(read_only=read_only)
-        watch = self.pool_watches.get(f"replica {node.name}")
+        watch = self.pool_watches.get(f"server {node.name}")
         return watch.waiting() if watch else contextlib.nullcontext()
 
     async def ingest_pool(self) -> PoolWatch:
