@@ -53,6 +53,8 @@ import asyncpg
 import httpx
 import pytest
 
+from multidb.files import write_private
+
 with warnings.catch_warnings():
     # pgserver asks platformdirs for XDG_RUNTIME_DIR at import; we never use that folder.
     warnings.simplefilter("ignore")
@@ -633,8 +635,8 @@ def patroni_cluster(node_count: int = 2) -> Iterator[PatroniCluster]:
         for node in cluster.nodes:
             _prepare_folder(node.folder, as_user)
             # JSON is YAML: Patroni reads it with yaml.safe_load. Holds passwords: 0600.
-            node.config_file.write_text(json.dumps(_node_config(cluster, node), indent=2))
-            node.config_file.chmod(0o600)
+            config = json.dumps(_node_config(cluster, node), indent=2).encode()
+            write_private(node.config_file, config)
             if as_user:
                 entry = pwd.getpwnam(as_user)
                 os.chown(node.config_file, entry.pw_uid, entry.pw_gid)
