@@ -27,6 +27,7 @@ import msgspec
 import psutil
 import uvloop
 from choices import measure_choices
+from cpu_meter import CpuMeter
 
 from multidb import migrations
 from multidb.plugins import get_roles
@@ -42,30 +43,6 @@ THROUGHPUT_REQUESTS = int(os.environ.get("BENCH_THROUGHPUT_REQUESTS", "6000"))
 
 
 CORES = os.cpu_count() or 1
-
-
-class CpuMeter:
-    """CPU seconds (user + system) spent by the bench's processes, grouped by part."""
-
-    def __init__(self, parts: dict[str, Callable[[], list[psutil.Process]]]) -> None:
-        me = psutil.Process()
-        self.parts: dict[str, Callable[[], list[psutil.Process]]] = {
-            **parts,
-            "client": lambda: [me],
-        }
-
-    def read(self) -> dict[str, float]:
-        spent = {}
-        for part, processes in self.parts.items():
-            total = 0.0
-            for process in processes():
-                try:
-                    times = process.cpu_times()
-                except psutil.Error:
-                    continue  # a PostgreSQL backend that ended between two reads
-                total += times.user + times.system
-            spent[part] = total
-        return spent
 
 
 class CpuUse(msgspec.Struct, frozen=True):

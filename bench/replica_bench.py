@@ -44,6 +44,7 @@ import asyncpg
 import msgspec
 import psutil
 import uvloop
+from cpu_meter import OTHERS, CpuMeter
 
 from multidb import migrations
 from multidb.plugins import get_roles
@@ -149,35 +150,6 @@ def server_processes(server: EmbeddedPostgres) -> Callable[[], list[psutil.Proce
         return [*processes, front] if front is not None else processes
 
     return found
-
-
-class CpuMeter:
-    """CPU seconds (user + system) spent by the bench's processes, grouped by part."""
-
-    def __init__(self, parts: dict[str, Callable[[], list[psutil.Process]]]) -> None:
-        me = psutil.Process()
-        self.parts: dict[str, Callable[[], list[psutil.Process]]] = {
-            **parts,
-            "client": lambda: [me],
-        }
-
-    def read(self) -> dict[str, float]:
-        spent = {}
-        for part, processes in self.parts.items():
-            total = 0.0
-            for process in processes():
-                try:
-                    times = process.cpu_times()
-                except psutil.Error:
-                    continue  # a backend that ended between two readings
-                total += times.user + times.system
-            spent[part] = total
-        # Everything the machine's cores did, ours or not: the rest is other work
-        # sharing the machine (another bench, a test run), which slows ours down.
-        machine = psutil.cpu_times()
-        busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
-        spent["others"] = busy - sum(spent.values())
-        return spent
 
 
 # ---- requests ------------------------------------------------------------------------------
@@ -454,7 +426,8 @@ async def measure_throughput(bench: Bench) -> Throughput:
             ],
             "primary": server_processes(bench.primary),
             "replica": server_processes(bench.replica),
-        }
+        },
+        machine=True,
     )
     bodies = read_bodies()
     pair = [
@@ -472,7 +445,7 @@ async def measure_throughput(bench: Bench) -> Throughput:
         variants=pair,
         per_round=max(CONCURRENCY, THROUGHPUT_REQUESTS // ROUNDS),
         rates={variant.name: [] for variant in pair},
-        cpu={variant.name: dict.fromkeys([*PARTS, "others"], 0.0) for variant in pair},
+        cpu={variant.name: dict.fromkeys([*PARTS, OTHERS], 0.0) for variant in pair},
         wall={variant.name: 0.0 for variant in pair},
     )
     for turn in range(ROUNDS):
@@ -608,7 +581,7 @@ def report_throughput(found: Throughput) -> None:
         spent = found.cpu[variant.name]
         total = sum(spent[part] for part in PARTS)
         # Not below 0: the kernel counts in ticks, so ours can read a hair above the total.
-        others = max(0.0, spent["others"])
+        others = max(0.0, spent[OTHERS])
         busy = (total + others) / (found.wall[variant.name] * CORES)
         print(
             f"  {variant.name:<28} "

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pwd
 import secrets
 import shutil
 import subprocess
@@ -34,7 +33,7 @@ from multidb.settings import DatabaseSettings, Settings
 from multidb_archive.mover import Mover, RunReport, load_archive_settings
 from multidb_archive.mover.batches import SESSION
 from multidb_archive.mover.login import derive_login
-from multidb_devstack.embedded import SUPERUSER, SYSTEM_USER, EmbeddedPostgres, free_port
+from multidb_devstack.embedded import EmbeddedPostgres
 from tests.archiving import mover_databases, seed, snapshot
 from tests.conftest import ROOT
 
@@ -548,96 +547,26 @@ async def test_a_dependent_added_mid_batch_keeps_its_medium_whole(
 # ---- a replica that lags -------------------------------------------------------------
 
 
-class _Replica:
-    """A streaming replica of the embedded cluster (pg_basebackup -R, its own port and
-    socket, no TCP), reached on its Unix socket."""
-
-    def __init__(self, primary: EmbeddedPostgres) -> None:
-        self.primary = primary
-        self.folder = ROOT / ".data" / f"replica-{secrets.token_hex(4)}"
-        self.pgdata = self.folder / "pgdata"
-        self.port = free_port()
-        self.user = SYSTEM_USER if os.geteuid() == 0 else None
-
-    def _run(self, program: str, *args: str) -> None:
-        result = subprocess.run(
-            [str(self.primary.binaries / program), *args],
-            user=self.user,
-            env={**os.environ, "PGPASSWORD": self.primary.state.password},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            said = result.stderr.strip() or result.stdout.strip()
-            log = self.folder / "server.log"
-            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
-            pytest.fail(f"{program} failed: {said} {' / '.join(tail)}")
-
-    def start(self, max_connections: int) -> None:
-        """``max_connections``: the primary's (a hot standby refuses to run with fewer)."""
-        self.folder.mkdir(parents=True)
-        if self.user is not None:
-            entry = pwd.getpwnam(self.user)
-            os.chown(self.folder, entry.pw_uid, entry.pw_gid)
-        self._run(
-            "pg_basebackup",
-            "-D",
-            str(self.pgdata),
-            "-h",
-            str(self.primary.pgdata),
-            "-p",
-            str(self.primary.state.port),
-            "-U",
-            SUPERUSER,
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-        )
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.pgdata),
-            "-w",
-            "-t",
-            "60",
-            "-l",
-            str(self.folder / "server.log"),
-            "-o",
-            f"-h '' -p {self.port} -k {self.pgdata} -c max_connections={max_connections}",
-            "start",
-        )
-
-    def stop(self) -> None:
-        if (self.pgdata / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-m", "immediate", "stop")
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    async def execute(self, sql: str) -> None:
-        conn = await asyncpg.connect(
-            host=str(self.pgdata),
-            port=self.port,
-            user=SUPERUSER,
-            password=self.primary.state.password,
-            database="postgres",
-            timeout=10,
-        )
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-
 @contextlib.contextmanager
-def _replica(primary: EmbeddedPostgres, max_connections: int) -> Iterator[_Replica]:
-    replica = _Replica(primary)
+def _replica(primary: EmbeddedPostgres) -> Iterator[EmbeddedPostgres]:
+    """A streaming replica of the embedded cluster (the dev stack's ``create_replica``: its
+    own port and TLS front), stopped and removed at the end."""
+    folder = ROOT / ".data" / f"replica-{secrets.token_hex(4)}"
+    replica = primary.create_replica(folder)
     try:
-        replica.start(max_connections)
+        replica.start()
         yield replica
     finally:
-        replica.stop()
+        replica.stop(mode="immediate")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _on(server: EmbeddedPostgres, sql: str) -> None:
+    conn = await server.admin_settings().connect(timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 async def _replay_lag_ms(default: DatabaseSettings, *, tick: bool) -> float | None:
@@ -671,14 +600,13 @@ async def test_the_mover_pauses_while_a_replica_lags_and_stops_saying_why(
         default = settings.databases["default"]
         await seed(default, users=2)
         before = await snapshot(default)
-        connections = int(await _value(default, "SHOW max_connections"))
-        with _replica(embedded, connections) as replica:
+        with _replica(embedded) as replica:
 
             async def streaming() -> bool:
                 return await _replay_lag_ms(default, tick=True) is not None
 
             await _until(streaming, "the replica streaming, its lag measured")
-            await replica.execute("SELECT pg_wal_replay_pause()")
+            await _on(replica, "SELECT pg_wal_replay_pause()")
 
             async def lagging() -> bool:
                 lag = await _replay_lag_ms(default, tick=True)
@@ -699,7 +627,7 @@ async def test_the_mover_pauses_while_a_replica_lags_and_stops_saying_why(
             assert "paused: replica" in finished.stderr  # said while it waited
             assert await snapshot(default) == before  # it paused before its first batch
 
-            await replica.execute("SELECT pg_wal_replay_resume()")
+            await _on(replica, "SELECT pg_wal_replay_resume()")
 
             async def caught_up() -> bool:
                 lag = await _replay_lag_ms(default, tick=False)
