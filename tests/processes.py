@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+
+T = TypeVar("T")
 
 
 def wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: float = 30) -> None:
@@ -37,3 +40,15 @@ def poll(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
         if time.monotonic() > deadline:
             pytest.fail(f"never happened within {timeout_s} s: {what}")
         time.sleep(0.05)
+
+
+async def until(check: Callable[[], Awaitable[T | None]], what: str, timeout_s: float = 30.0) -> T:
+    """Await ``check`` until it gives something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = await check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened within {timeout_s:.0f} s: {what}")
+        await asyncio.sleep(0.05)

@@ -23,13 +23,11 @@ import concurrent.futures
 import contextlib
 import secrets
 import shutil
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
-import pytest
 
 from multidb import migrations
 from multidb.plugins import get_roles
@@ -37,24 +35,11 @@ from multidb.roles import RoleSpec
 from multidb.settings import load_settings, variable_name
 from multidb_devstack.embedded import EmbeddedPostgres, wait_streaming
 from tests.conftest import ROOT
+from tests.processes import until
 
 T = TypeVar("T")
 
 WAIT_S = 30.0
-
-
-async def until(
-    check: Callable[[], Awaitable[T | None]], what: str, timeout_s: float = WAIT_S
-) -> T:
-    """Poll ``check`` until it gives something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened within {timeout_s:.0f} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def _blocking(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -18,7 +18,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from multidb_archive.mover.login import derive_login
 from multidb_devstack.embedded import EmbeddedPostgres
 from tests.archiving import mover_databases, seed, snapshot
 from tests.conftest import ROOT
+from tests.processes import until
 
 pytestmark = pytest.mark.anyio
 
@@ -56,15 +56,7 @@ T = TypeVar("T")
 
 
 async def _until(check: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Poll ``check`` until it gives something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened within {WAIT_S} s: {what}")
-        await asyncio.sleep(0.05)
+    return await until(check, what, WAIT_S)
 
 
 async def _fetch(database: DatabaseSettings, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -17,7 +17,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,7 +36,7 @@ from multidb.service import create_role_app
 from multidb.settings import DatabaseSettings, Settings, load_settings
 from multidb_devstack.embedded import EmbeddedPostgres, free_port
 from tests.conftest import ADMIN, API_KEY, JWT_SECRET
-from tests.processes import wait_ready
+from tests.processes import until, wait_ready
 
 WAIT_S = 60.0
 T = TypeVar("T")
@@ -62,15 +61,7 @@ def _engine(settings: Settings, role: str) -> RoleBackups:
 
 
 async def _until(check: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Poll ``check`` until it gives something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened within {WAIT_S} s: {what}")
-        await asyncio.sleep(0.05)
+    return await until(check, what, WAIT_S)
 
 
 async def _until_true(check: Callable[[], T | None], what: str) -> T:

@@ -22,7 +22,8 @@ from multidb.plugins import get_roles
 from multidb.settings import SettingsError, load_settings, variable_name
 from multidb_devstack import stack
 from multidb_devstack.embedded import EmbeddedPostgres, wait_streaming
-from tests.replication import ReplicatedCluster, replicated_cluster, until
+from tests.processes import until
+from tests.replication import ReplicatedCluster, replicated_cluster
 
 
 @pytest.fixture(scope="module")

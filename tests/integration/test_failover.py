@@ -26,7 +26,8 @@ from multidb.settings import load_settings
 from tests.conftest import bearer
 from tests.fleet import ProcessFleet
 from tests.patroni import PatroniCluster, patroni_cluster, require_patroni
-from tests.replication import ReplicatedCluster, replicated_cluster, until
+from tests.processes import until
+from tests.replication import ReplicatedCluster, replicated_cluster
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -17,7 +17,8 @@ from multidb.settings import Settings, load_settings
 from multidb_devstack.embedded import EmbeddedPostgres
 from tests.conftest import API_KEY, JWT_SECRET, bearer
 from tests.fleet import ProcessFleet
-from tests.replication import ReplicatedCluster, replicated_cluster, until
+from tests.processes import until
+from tests.replication import ReplicatedCluster, replicated_cluster
 
 DATABASE = "ocr_identity_db"
 READ = bearer("db:execute")
