@@ -278,9 +278,11 @@ def test_health_stays_fast_while_the_worst_inputs_run(fleet: ProcessFleet) -> No
     assert len(latencies) >= 50
     assert set(statuses) <= {200, 400}, statuses
     # A blocked loop shows as seconds (the quadratic scanner) or well over 100 ms (big
-    # binds on the loop, 126 ms alone); this file alone measures 65-78 ms, and a full-suite
-    # run 103 ms once: the bound catches a blocked loop, not a machine's noise.
-    assert max(latencies) < 0.15, sorted(latencies)[-5:]
+    # binds on the loop, 126 ms alone); this file alone measures 65-78 ms, and full-suite
+    # runs 103 ms once and 171 ms once, a single probe: the attacker sends each input again
+    # and again, so an input that blocks the loop delays several probes, where the
+    # machine's noise delayed one. The bound catches a blocked loop, not that noise.
+    assert sorted(latencies)[-2] < 0.15, sorted(latencies)[-5:]
     fleet_is_healthy(fleet)
 
 
