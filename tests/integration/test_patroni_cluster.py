@@ -48,6 +48,8 @@ async def _read_replica(cluster: PatroniCluster, value: str) -> bool:
     conn = await asyncpg.connect(**kwargs)
     try:
         found: bool = await conn.fetchval("SELECT $1 = ANY(array_agg(value)) FROM notes", value)
+    except asyncpg.UndefinedTableError:
+        return False  # the table itself is not replayed there yet
     finally:
         await conn.close()
     return found
